@@ -1,0 +1,505 @@
+//! Typed configuration, read once from the environment at start.
+//!
+//! Every setting is an `AGENTID_*` variable (plus `DATABASE_URL`), optionally from a
+//! `.env` file. Loading either yields a complete, validated [`Config`] or an error
+//! that names the offending variable; the server never starts half-configured.
+//! Secrets live in [`SecretString`] and are masked wherever configuration is shown.
+//! Unknown `AGENTID_*` variables are refused, so a typo cannot silently fall back to
+//! a default.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+/// The minimum length of `AGENTID_SECRET_KEY`, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Name of the file that holds the generated development secret inside the data dir.
+const DEV_SECRET_FILE: &str = "dev-secret.key";
+
+/// Whether the server runs with production safeguards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    /// Zero configuration: generates what it needs and says so in the log.
+    Development,
+    /// Refuses to start without explicit secrets and a safe CORS policy.
+    Production,
+}
+
+/// Human-readable or JSON log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line, for log collectors.
+    Json,
+    /// Readable lines for a terminal.
+    Pretty,
+}
+
+/// SQLite's `synchronous` setting, which decides what a commit survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteSync {
+    /// fsync at every commit: a commit survives a process crash and a power loss.
+    Full,
+    /// fsync at checkpoints only: a commit survives a process crash (kill -9) but a
+    /// power loss may take the last commits with it.
+    Normal,
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub enum DatabaseUrl {
+    /// An SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL server; the URL may hold a password, so it is a secret.
+    Postgres(SecretString),
+}
+
+impl DatabaseUrl {
+    /// `sqlite` or `postgres`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            DatabaseUrl::Sqlite(_) => "sqlite",
+            DatabaseUrl::Postgres(_) => "postgres",
+        }
+    }
+}
+
+/// Database settings.
+#[derive(Debug, Clone)]
+pub struct DatabaseConfig {
+    pub url: DatabaseUrl,
+    pub pool_size: u32,
+    pub pool_timeout: Duration,
+    pub sqlite_busy_timeout: Duration,
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// The server's complete configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub environment: Environment,
+    pub listen: SocketAddr,
+    /// The externally visible base URL; also the issuer and audience of signed statements.
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub database: DatabaseConfig,
+    /// Master secret from which token-signing keys are derived.
+    pub secret_key: SecretString,
+    /// Where the secret came from, for `config check` and the start-up log.
+    pub secret_source: SecretSource,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    pub ready_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub cors_origins: Vec<String>,
+    pub workers: usize,
+}
+
+/// Where the secret key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    /// `AGENTID_SECRET_KEY`.
+    Environment,
+    /// Generated for development and kept in this file (mode 0600).
+    GeneratedFile(PathBuf),
+}
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var}: {reason}")]
+    Invalid { var: &'static str, reason: String },
+    #[error("unknown configuration variable {0} (check the spelling; see .env.example)")]
+    Unknown(String),
+    #[error("{var}: could not prepare {path}: {source}")]
+    Io {
+        var: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Every variable the server reads, with its description, for `.env.example`,
+/// the README table and the unknown-variable check.
+pub const VARIABLES: &[(&str, &str, &str)] = &[
+    ("AGENTID_ENV", "development", "`development` or `production`. Production refuses to start without an explicit secret key and with a wildcard CORS origin."),
+    ("AGENTID_LISTEN", "127.0.0.1:8080", "Address and port to listen on (`0.0.0.0:8080` to accept outside connections; port 0 picks a free port)."),
+    ("AGENTID_PUBLIC_URL", "http://<AGENTID_LISTEN>", "Base URL clients use to reach this server; issuer and audience of everything it signs."),
+    ("AGENTID_DATA_DIR", "./data", "Directory for the SQLite database and the generated development secret."),
+    ("DATABASE_URL", "sqlite file in AGENTID_DATA_DIR", "`postgres://user:pass@host/db` for PostgreSQL, or `sqlite://path` / a file path for SQLite."),
+    ("AGENTID_DB_POOL_SIZE", "16", "Maximum database connections in the pool (1 to 1024)."),
+    ("AGENTID_DB_POOL_TIMEOUT_MS", "5000", "How long a request waits for a database connection before answering 503."),
+    ("AGENTID_SQLITE_BUSY_TIMEOUT_MS", "5000", "How long an SQLite connection waits for a lock."),
+    ("AGENTID_SQLITE_SYNCHRONOUS", "full", "`full` (commits survive power loss) or `normal` (commits survive a process crash)."),
+    ("AGENTID_SECRET_KEY", "generated in development", "Master secret (at least 32 bytes) from which token-signing keys are derived. Required in production."),
+    ("AGENTID_LOG_FORMAT", "pretty (json in production)", "`json` or `pretty`."),
+    ("AGENTID_LOG", "info", "Log filter in `tracing` syntax, e.g. `info,agentid_server=debug`."),
+    ("AGENTID_BODY_LIMIT_BYTES", "65536", "Largest accepted request body."),
+    ("AGENTID_REQUEST_TIMEOUT_MS", "30000", "Longest time a request may take before it is answered 503 `request_timeout`."),
+    ("AGENTID_READY_TIMEOUT_MS", "2000", "How long `/health/ready` waits for the database."),
+    ("AGENTID_SHUTDOWN_TIMEOUT_S", "30", "How long a graceful shutdown waits for in-flight requests."),
+    ("AGENTID_CORS_ORIGINS", "(none)", "Comma-separated origins allowed to call the API from a browser, e.g. `https://admin.example.com`. `*` is refused in production."),
+    ("AGENTID_WORKERS", "number of CPUs", "HTTP worker threads."),
+];
+
+impl Config {
+    /// Reads the configuration from the process environment, after loading `.env`
+    /// from the working directory if there is one.
+    pub fn from_process_env() -> Result<Config, ConfigError> {
+        // A missing .env is normal; a malformed one is an error worth stopping for.
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => {
+                return Err(ConfigError::Invalid {
+                    var: ".env",
+                    reason: e.to_string(),
+                })
+            }
+        }
+        Config::from_vars(std::env::vars())
+    }
+
+    /// Builds and validates the configuration from `(name, value)` pairs.
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let vars: BTreeMap<String, String> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("AGENTID_") || k == "DATABASE_URL")
+            .collect();
+        for key in vars.keys() {
+            if !VARIABLES.iter().any(|(name, _, _)| name == key) {
+                return Err(ConfigError::Unknown(key.clone()));
+            }
+        }
+        let get = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+
+        let environment = match get("AGENTID_ENV") {
+            None | Some("development") | Some("dev") => Environment::Development,
+            Some("production") | Some("prod") => Environment::Production,
+            Some(other) => return Err(invalid("AGENTID_ENV", format!("must be `development` or `production`, not `{other}`"))),
+        };
+        let production = environment == Environment::Production;
+
+        let listen: SocketAddr = match get("AGENTID_LISTEN") {
+            None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+            Some(v) => v.parse().map_err(|_| {
+                invalid("AGENTID_LISTEN", format!("`{v}` is not an address and port such as 127.0.0.1:8080"))
+            })?,
+        };
+
+        let public_url = match get("AGENTID_PUBLIC_URL") {
+            None => format!("http://{listen}"),
+            Some(v) => parse_public_url(v)?,
+        };
+
+        let data_dir = PathBuf::from(get("AGENTID_DATA_DIR").unwrap_or("./data"));
+
+        let url = match get("DATABASE_URL") {
+            None => DatabaseUrl::Sqlite(data_dir.join("agentid.db")),
+            Some(v) if v.starts_with("postgres://") || v.starts_with("postgresql://") => {
+                DatabaseUrl::Postgres(SecretString::from(v.to_owned()))
+            }
+            Some(v) => {
+                let path = v.strip_prefix("sqlite://").unwrap_or(v);
+                if path.is_empty() || path.contains("://") {
+                    return Err(invalid("DATABASE_URL", "must be a postgres:// URL or an SQLite file path".to_owned()));
+                }
+                if path == ":memory:" {
+                    return Err(invalid("DATABASE_URL", "an in-memory SQLite database would lose every acknowledged write; give a file path".to_owned()));
+                }
+                DatabaseUrl::Sqlite(PathBuf::from(path))
+            }
+        };
+
+        let database = DatabaseConfig {
+            url,
+            pool_size: parse_num(get("AGENTID_DB_POOL_SIZE"), "AGENTID_DB_POOL_SIZE", 16, 1, 1024)?,
+            pool_timeout: millis(get("AGENTID_DB_POOL_TIMEOUT_MS"), "AGENTID_DB_POOL_TIMEOUT_MS", 5_000, 10, 600_000)?,
+            sqlite_busy_timeout: millis(get("AGENTID_SQLITE_BUSY_TIMEOUT_MS"), "AGENTID_SQLITE_BUSY_TIMEOUT_MS", 5_000, 0, 600_000)?,
+            sqlite_synchronous: match get("AGENTID_SQLITE_SYNCHRONOUS") {
+                None | Some("full") => SqliteSync::Full,
+                Some("normal") => SqliteSync::Normal,
+                Some(other) => return Err(invalid("AGENTID_SQLITE_SYNCHRONOUS", format!("must be `full` or `normal`, not `{other}` (`off` would lose acknowledged writes)"))),
+            },
+        };
+
+        let (secret_key, secret_source) = match get("AGENTID_SECRET_KEY") {
+            Some(v) if v.len() >= MIN_SECRET_LEN => (SecretString::from(v.to_owned()), SecretSource::Environment),
+            Some(_) => return Err(invalid("AGENTID_SECRET_KEY", format!("must be at least {MIN_SECRET_LEN} bytes (generate one with `openssl rand -base64 48`)"))),
+            None if production => return Err(invalid("AGENTID_SECRET_KEY", format!("is required in production: set a random value of at least {MIN_SECRET_LEN} bytes"))),
+            None => {
+                let path = data_dir.join(DEV_SECRET_FILE);
+                (load_or_create_dev_secret(&path)?, SecretSource::GeneratedFile(path))
+            }
+        };
+
+        let log_format = match get("AGENTID_LOG_FORMAT") {
+            None if production => LogFormat::Json,
+            None => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some("pretty") | Some("text") => LogFormat::Pretty,
+            Some(other) => return Err(invalid("AGENTID_LOG_FORMAT", format!("must be `json` or `pretty`, not `{other}`"))),
+        };
+        let log_filter = get("AGENTID_LOG").unwrap_or("info").to_owned();
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
+            return Err(invalid("AGENTID_LOG", e.to_string()));
+        }
+
+        let cors_origins: Vec<String> = get("AGENTID_CORS_ORIGINS")
+            .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
+            .unwrap_or_default();
+        for origin in &cors_origins {
+            if origin == "*" {
+                if production {
+                    return Err(invalid("AGENTID_CORS_ORIGINS", "`*` is refused in production: list the origins that may call the API".to_owned()));
+                }
+            } else if !(origin.starts_with("https://") || origin.starts_with("http://")) || origin.contains('*') {
+                return Err(invalid("AGENTID_CORS_ORIGINS", format!("`{origin}` is not an origin such as https://admin.example.com")));
+            }
+        }
+
+        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+
+        Ok(Config {
+            environment,
+            listen,
+            public_url,
+            data_dir,
+            database,
+            secret_key,
+            secret_source,
+            log_format,
+            log_filter,
+            body_limit: parse_num(get("AGENTID_BODY_LIMIT_BYTES"), "AGENTID_BODY_LIMIT_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024)?,
+            request_timeout: millis(get("AGENTID_REQUEST_TIMEOUT_MS"), "AGENTID_REQUEST_TIMEOUT_MS", 30_000, 10, 3_600_000)?,
+            ready_timeout: millis(get("AGENTID_READY_TIMEOUT_MS"), "AGENTID_READY_TIMEOUT_MS", 2_000, 10, 60_000)?,
+            shutdown_timeout: Duration::from_secs(parse_num(get("AGENTID_SHUTDOWN_TIMEOUT_S"), "AGENTID_SHUTDOWN_TIMEOUT_S", 30, 0, 3_600)?),
+            cors_origins,
+            workers: parse_num(get("AGENTID_WORKERS"), "AGENTID_WORKERS", default_workers, 1, 1024)?,
+        })
+    }
+
+    /// The effective configuration as `NAME=value` lines, secrets masked.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        let mut line = |k: &str, v: &dyn fmt::Display| out.push_str(&format!("{k}={v}\n"));
+        line("AGENTID_ENV", &match self.environment {
+            Environment::Development => "development",
+            Environment::Production => "production",
+        });
+        line("AGENTID_LISTEN", &self.listen);
+        line("AGENTID_PUBLIC_URL", &self.public_url);
+        line("AGENTID_DATA_DIR", &self.data_dir.display());
+        match &self.database.url {
+            DatabaseUrl::Sqlite(path) => line("DATABASE_URL", &format!("sqlite://{}", path.display())),
+            DatabaseUrl::Postgres(url) => line("DATABASE_URL", &mask_url_password(url.expose_secret())),
+        }
+        line("AGENTID_DB_POOL_SIZE", &self.database.pool_size);
+        line("AGENTID_DB_POOL_TIMEOUT_MS", &self.database.pool_timeout.as_millis());
+        line("AGENTID_SQLITE_BUSY_TIMEOUT_MS", &self.database.sqlite_busy_timeout.as_millis());
+        line("AGENTID_SQLITE_SYNCHRONOUS", &match self.database.sqlite_synchronous {
+            SqliteSync::Full => "full",
+            SqliteSync::Normal => "normal",
+        });
+        line("AGENTID_SECRET_KEY", &match &self.secret_source {
+            SecretSource::Environment => "******** (from the environment)".to_owned(),
+            SecretSource::GeneratedFile(p) => format!("******** (generated, kept in {})", p.display()),
+        });
+        line("AGENTID_LOG_FORMAT", &match self.log_format {
+            LogFormat::Json => "json",
+            LogFormat::Pretty => "pretty",
+        });
+        line("AGENTID_LOG", &self.log_filter);
+        line("AGENTID_BODY_LIMIT_BYTES", &self.body_limit);
+        line("AGENTID_REQUEST_TIMEOUT_MS", &self.request_timeout.as_millis());
+        line("AGENTID_READY_TIMEOUT_MS", &self.ready_timeout.as_millis());
+        line("AGENTID_SHUTDOWN_TIMEOUT_S", &self.shutdown_timeout.as_secs());
+        line("AGENTID_CORS_ORIGINS", &self.cors_origins.join(","));
+        line("AGENTID_WORKERS", &self.workers);
+        out
+    }
+}
+
+fn invalid(var: &'static str, reason: String) -> ConfigError {
+    ConfigError::Invalid { var, reason }
+}
+
+fn parse_num<T>(value: Option<&str>, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    let Some(v) = value else { return Ok(default) };
+    match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(invalid(var, format!("must be a whole number from {min} to {max}, not `{v}`"))),
+    }
+}
+
+fn millis(value: Option<&str>, var: &'static str, default: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
+    parse_num(value, var, default, min, max).map(Duration::from_millis)
+}
+
+fn parse_public_url(v: &str) -> Result<String, ConfigError> {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"))
+        .ok_or_else(|| invalid("AGENTID_PUBLIC_URL", format!("`{v}` must start with https:// or http://")))?;
+    if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+        return Err(invalid("AGENTID_PUBLIC_URL", format!("`{v}` must be a base URL without query or fragment")));
+    }
+    Ok(v.trim_end_matches('/').to_owned())
+}
+
+/// Replaces the password in `scheme://user:password@host/...` with asterisks.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return "********".to_owned() };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+/// Loads the development secret from `path`, or generates one and stores it with
+/// mode 0600 so tokens survive restarts of a development server.
+fn load_or_create_dev_secret(path: &Path) -> Result<SecretString, ConfigError> {
+    use rand::RngCore;
+    use std::io::Write;
+
+    let io = |source| ConfigError::Io { var: "AGENTID_DATA_DIR", path: path.to_owned(), source };
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim();
+        if existing.len() >= MIN_SECRET_LEN {
+            return Ok(SecretString::from(existing.to_owned()));
+        }
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = hex::encode(bytes);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io)?;
+    file.write_all(secret.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    Ok(SecretString::from(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn err(pairs: &[(&str, &str)]) -> String {
+        Config::from_vars(vars(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn production_requires_a_long_secret() {
+        let msg = err(&[("AGENTID_ENV", "production")]);
+        assert!(msg.starts_with("AGENTID_SECRET_KEY"), "{msg}");
+        let msg = err(&[("AGENTID_ENV", "production"), ("AGENTID_SECRET_KEY", "short")]);
+        assert!(msg.starts_with("AGENTID_SECRET_KEY"), "{msg}");
+    }
+
+    #[test]
+    fn production_refuses_wildcard_cors() {
+        let msg = err(&[
+            ("AGENTID_ENV", "production"),
+            ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+            ("AGENTID_CORS_ORIGINS", "https://a.example, *"),
+        ]);
+        assert!(msg.starts_with("AGENTID_CORS_ORIGINS"), "{msg}");
+    }
+
+    #[test]
+    fn production_with_secret_uses_json_logs_and_masks_the_secret() {
+        let secret = "s3cr3t-value-that-is-long-enough-123456";
+        let config = Config::from_vars(vars(&[
+            ("AGENTID_ENV", "production"),
+            ("AGENTID_SECRET_KEY", secret),
+            ("DATABASE_URL", "postgres://app:hunter2hunter2@db.internal/agentid"),
+        ]))
+        .unwrap();
+        assert_eq!(config.log_format, LogFormat::Json);
+        let described = config.describe();
+        assert!(!described.contains(secret), "{described}");
+        assert!(!described.contains("hunter2"), "{described}");
+        assert!(described.contains("DATABASE_URL=postgres://app:********@db.internal/agentid"));
+        assert!(!format!("{config:?}").contains(secret));
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (var, value) in [
+            ("AGENTID_LISTEN", "localhost"),
+            ("AGENTID_DB_POOL_SIZE", "0"),
+            ("AGENTID_BODY_LIMIT_BYTES", "lots"),
+            ("AGENTID_REQUEST_TIMEOUT_MS", "-1"),
+            ("AGENTID_LOG_FORMAT", "xml"),
+            ("AGENTID_PUBLIC_URL", "ftp://x"),
+            ("AGENTID_SQLITE_SYNCHRONOUS", "off"),
+            ("DATABASE_URL", "mysql://x"),
+            ("DATABASE_URL", ":memory:"),
+            ("AGENTID_CORS_ORIGINS", "example.com"),
+        ] {
+            let msg = err(&[(var, value), ("AGENTID_SECRET_KEY", &"k".repeat(40))]);
+            assert!(msg.starts_with(var), "{var}={value}: {msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_variables_are_refused() {
+        let msg = err(&[("AGENTID_LISTN", "127.0.0.1:1")]);
+        assert!(msg.contains("AGENTID_LISTN"), "{msg}");
+    }
+
+    #[test]
+    fn development_generates_and_keeps_a_secret() {
+        let dir = std::env::temp_dir().join(format!("agentid-config-{}", uuid::Uuid::new_v4()));
+        let pairs = vars(&[("AGENTID_DATA_DIR", dir.to_str().unwrap())]);
+        let first = Config::from_vars(pairs.clone()).unwrap();
+        let second = Config::from_vars(pairs).unwrap();
+        assert_eq!(first.secret_key.expose_secret(), second.secret_key.expose_secret());
+        assert!(first.secret_key.expose_secret().len() >= MIN_SECRET_LEN);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(DEV_SECRET_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn every_variable_is_in_env_example() {
+        let example = include_str!("../../.env.example");
+        for (name, _, _) in VARIABLES {
+            assert!(example.contains(name), "{name} missing from .env.example");
+        }
+    }
+
+    #[test]
+    fn every_variable_is_in_the_readme_table() {
+        let readme = include_str!("../../README.md");
+        for (name, _, _) in VARIABLES {
+            assert!(readme.contains(&format!("| `{name}` |")), "{name} missing from README");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Prometheus metrics.
+//!
+//! Requests are counted and timed by route template (`/api/v1/agents/{id}`), never
+//! by raw path, so an attacker cannot grow the label set. Pool gauges are read at
+//! scrape time. The registry lives in the application state, not in a global.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::db::Database;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+/// Every metric the server exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<RequestLabels, Histogram>,
+    pool_connections: Gauge,
+    pool_idle: Gauge,
+    pool_max: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("agentid");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+        });
+        let pool_connections = Gauge::default();
+        let pool_idle = Gauge::default();
+        let pool_max = Gauge::default();
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from receiving a request to answering it",
+            latency.clone(),
+        );
+        registry.register("db_pool_connections", "Open database connections", pool_connections.clone());
+        registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
+        registry.register("db_pool_max_connections", "Configured maximum database connections", pool_max.clone());
+        Arc::new(Metrics { registry, requests, latency, pool_connections, pool_idle, pool_max })
+    }
+
+    /// Records one answered request.
+    pub fn observe_request(&self, labels: RequestLabels, seconds: f64) {
+        self.latency.get_or_create(&labels).observe(seconds);
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// The exposition text, with the pool gauges read now.
+    pub fn render(&self, db: &Database) -> String {
+        let (connections, idle, max) = db.pool_state();
+        self.pool_connections.set(i64::from(connections));
+        self.pool_idle.set(i64::from(idle));
+        self.pool_max.set(i64::from(max));
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

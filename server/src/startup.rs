@@ -1,0 +1,162 @@
+//! Assembling and running the server.
+//!
+//! [`Application::build`] turns a [`Config`] into a bound, ready-to-run server: it
+//! opens the database, applies migrations, binds the listener (port 0 picks a free
+//! port, reported by [`Application::address`]) and wires every route and middleware.
+//! `main` and the tests both start the server through it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
+use actix_cors::Cors;
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::http::{header, Method};
+use actix_web::{middleware, web, App, HttpServer};
+use utoipa_actix_web::AppExt;
+
+use crate::config::{Config, SecretSource};
+use crate::db::{Database, DbError};
+use crate::http::middleware::{envelope, HttpSettings};
+use crate::http::{self, RouteTable};
+use crate::metrics::Metrics;
+use crate::{openapi, routes};
+
+/// What every handler can reach.
+#[derive(Debug)]
+pub struct AppState {
+    pub config: Config,
+    pub db: Database,
+    pub metrics: Arc<Metrics>,
+    /// The OpenAPI document, rendered once at start.
+    pub openapi_json: String,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] DbError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// A server bound to its address, not yet running.
+pub struct Application {
+    server: Server,
+    address: SocketAddr,
+    state: web::Data<AppState>,
+}
+
+impl std::fmt::Debug for Application {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Application").field("address", &self.address).finish()
+    }
+}
+
+impl Application {
+    /// Opens storage, applies migrations and binds the listener.
+    pub fn build(config: Config) -> Result<Application, StartError> {
+        let db = Database::connect(&config.database)?;
+        let applied = db.migrate()?;
+        tracing::info!(db.backend = db.backend().as_str(), migrations.applied = applied, "database ready");
+        if let SecretSource::GeneratedFile(path) = &config.secret_source {
+            tracing::warn!(
+                secret.path = %path.display(),
+                "development mode: using a generated secret key kept in the data directory; set AGENTID_SECRET_KEY and AGENTID_ENV=production for real deployments"
+            );
+        }
+
+        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let address = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+
+        let api = openapi::document();
+        let route_table = web::Data::new(RouteTable::from_openapi(&api));
+        let metrics = Metrics::new();
+        let settings = web::Data::new(HttpSettings {
+            body_limit: config.body_limit,
+            request_timeout: config.request_timeout,
+            metrics: metrics.clone(),
+        });
+        let state = web::Data::new(AppState {
+            db,
+            metrics,
+            openapi_json: openapi::document_json(),
+            config,
+        });
+
+        let app_state = state.clone();
+        let server = HttpServer::new(move || {
+            let config = &app_state.config;
+            let (app, _api) = App::new()
+                .into_utoipa_app()
+                .app_data(app_state.clone())
+                .app_data(settings.clone())
+                .app_data(route_table.clone())
+                .app_data(http::json_config(config.body_limit))
+                .app_data(http::query_config())
+                .app_data(http::path_config())
+                .app_data(web::PayloadConfig::new(config.body_limit))
+                .configure(routes::configure)
+                .split_for_parts();
+            app.route("/docs", web::get().to(routes::docs::docs_index))
+                .route("/docs/", web::get().to(routes::docs::docs_index))
+                .route("/docs/{file}", web::get().to(routes::docs::docs_asset))
+                .default_service(web::to(http::fallback))
+                .wrap(cors(&config.cors_origins))
+                .wrap(middleware::from_fn(envelope))
+        })
+        .workers(state.config.workers)
+        .shutdown_timeout(state.config.shutdown_timeout.as_secs())
+        .listen(listener)
+        .map_err(|source| StartError::Bind { addr: address, source })?
+        .run();
+
+        tracing::info!(
+            server.address = %address,
+            server.public_url = %state.config.public_url,
+            db.backend = state.db.backend().as_str(),
+            "agentid is listening"
+        );
+        Ok(Application { server, address, state })
+    }
+
+    /// The address the server is bound to (useful with port 0).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A handle to stop the server gracefully.
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM/SIGINT (or a stop through the handle): stops accepting,
+    /// lets in-flight requests finish within the shutdown timeout, then returns.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let result = self.server.await;
+        tracing::info!("server stopped accepting requests; in-flight requests finished");
+        drop(self.state);
+        result
+    }
+}
+
+/// CORS from the allow-list. A request from an origin not on the list gets no CORS
+/// headers (so a browser will not let the page read the answer); same-origin use,
+/// such as the docs page, is unaffected.
+fn cors(origins: &[String]) -> Cors {
+    let mut cors = Cors::default()
+        .block_on_origin_mismatch(false)
+        .allowed_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("x-api-key"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .max_age(3600);
+    for origin in origins {
+        cors = if origin == "*" { cors.allow_any_origin() } else { cors.allowed_origin(origin) };
+    }
+    cors
+}
