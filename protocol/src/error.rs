@@ -81,9 +81,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::InternalError | ErrorCode::Unknown => 500,
-            ErrorCode::NotReady | ErrorCode::DatabaseUnavailable | ErrorCode::RequestTimeout => {
-                503
-            }
+            ErrorCode::NotReady | ErrorCode::DatabaseUnavailable | ErrorCode::RequestTimeout => 503,
         }
     }
 

@@ -13,7 +13,11 @@ use crate::startup::Application;
 use crate::telemetry::{self, LogTarget};
 
 #[derive(Debug, Parser)]
-#[command(name = "agentid-server", version, about = "Identity and trust verification for AI agents")]
+#[command(
+    name = "agentid-server",
+    version,
+    about = "Identity and trust verification for AI agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -48,7 +52,9 @@ pub fn main() -> ExitCode {
             print!("{}", crate::openapi::document_json());
             ExitCode::SUCCESS
         }
-        Command::Config { command: ConfigCommand::Check } => match Config::from_process_env() {
+        Command::Config {
+            command: ConfigCommand::Check,
+        } => match Config::from_process_env() {
             Ok(config) => {
                 print!("{}", config.describe());
                 eprintln!("configuration is valid");

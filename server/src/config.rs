@@ -167,7 +167,9 @@ impl Config {
     }
 
     /// Builds and validates the configuration from `(name, value)` pairs.
-    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let vars: BTreeMap<String, String> = vars
             .into_iter()
             .filter(|(k, _)| k.starts_with("AGENTID_") || k == "DATABASE_URL")
@@ -182,14 +184,22 @@ impl Config {
         let environment = match get("AGENTID_ENV") {
             None | Some("development") | Some("dev") => Environment::Development,
             Some("production") | Some("prod") => Environment::Production,
-            Some(other) => return Err(invalid("AGENTID_ENV", format!("must be `development` or `production`, not `{other}`"))),
+            Some(other) => {
+                return Err(invalid(
+                    "AGENTID_ENV",
+                    format!("must be `development` or `production`, not `{other}`"),
+                ))
+            }
         };
         let production = environment == Environment::Production;
 
         let listen: SocketAddr = match get("AGENTID_LISTEN") {
             None => SocketAddr::from(([127, 0, 0, 1], 8080)),
             Some(v) => v.parse().map_err(|_| {
-                invalid("AGENTID_LISTEN", format!("`{v}` is not an address and port such as 127.0.0.1:8080"))
+                invalid(
+                    "AGENTID_LISTEN",
+                    format!("`{v}` is not an address and port such as 127.0.0.1:8080"),
+                )
             })?,
         };
 
@@ -208,7 +218,10 @@ impl Config {
             Some(v) => {
                 let path = v.strip_prefix("sqlite://").unwrap_or(v);
                 if path.is_empty() || path.contains("://") {
-                    return Err(invalid("DATABASE_URL", "must be a postgres:// URL or an SQLite file path".to_owned()));
+                    return Err(invalid(
+                        "DATABASE_URL",
+                        "must be a postgres:// URL or an SQLite file path".to_owned(),
+                    ));
                 }
                 if path == ":memory:" {
                     return Err(invalid("DATABASE_URL", "an in-memory SQLite database would lose every acknowledged write; give a file path".to_owned()));
@@ -244,7 +257,12 @@ impl Config {
             None => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
             Some("pretty") | Some("text") => LogFormat::Pretty,
-            Some(other) => return Err(invalid("AGENTID_LOG_FORMAT", format!("must be `json` or `pretty`, not `{other}`"))),
+            Some(other) => {
+                return Err(invalid(
+                    "AGENTID_LOG_FORMAT",
+                    format!("must be `json` or `pretty`, not `{other}`"),
+                ))
+            }
         };
         let log_filter = get("AGENTID_LOG").unwrap_or("info").to_owned();
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_filter) {
@@ -252,19 +270,35 @@ impl Config {
         }
 
         let cors_origins: Vec<String> = get("AGENTID_CORS_ORIGINS")
-            .map(|v| v.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|o| o.trim().trim_end_matches('/').to_owned())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         for origin in &cors_origins {
             if origin == "*" {
                 if production {
-                    return Err(invalid("AGENTID_CORS_ORIGINS", "`*` is refused in production: list the origins that may call the API".to_owned()));
+                    return Err(invalid(
+                        "AGENTID_CORS_ORIGINS",
+                        "`*` is refused in production: list the origins that may call the API"
+                            .to_owned(),
+                    ));
                 }
-            } else if !(origin.starts_with("https://") || origin.starts_with("http://")) || origin.contains('*') {
-                return Err(invalid("AGENTID_CORS_ORIGINS", format!("`{origin}` is not an origin such as https://admin.example.com")));
+            } else if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.contains('*')
+            {
+                return Err(invalid(
+                    "AGENTID_CORS_ORIGINS",
+                    format!("`{origin}` is not an origin such as https://admin.example.com"),
+                ));
             }
         }
 
-        let default_workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let default_workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
 
         Ok(Config {
             environment,
@@ -276,12 +310,42 @@ impl Config {
             secret_source,
             log_format,
             log_filter,
-            body_limit: parse_num(get("AGENTID_BODY_LIMIT_BYTES"), "AGENTID_BODY_LIMIT_BYTES", 64 * 1024, 1024, 16 * 1024 * 1024)?,
-            request_timeout: millis(get("AGENTID_REQUEST_TIMEOUT_MS"), "AGENTID_REQUEST_TIMEOUT_MS", 30_000, 10, 3_600_000)?,
-            ready_timeout: millis(get("AGENTID_READY_TIMEOUT_MS"), "AGENTID_READY_TIMEOUT_MS", 2_000, 10, 60_000)?,
-            shutdown_timeout: Duration::from_secs(parse_num(get("AGENTID_SHUTDOWN_TIMEOUT_S"), "AGENTID_SHUTDOWN_TIMEOUT_S", 30, 0, 3_600)?),
+            body_limit: parse_num(
+                get("AGENTID_BODY_LIMIT_BYTES"),
+                "AGENTID_BODY_LIMIT_BYTES",
+                64 * 1024,
+                1024,
+                16 * 1024 * 1024,
+            )?,
+            request_timeout: millis(
+                get("AGENTID_REQUEST_TIMEOUT_MS"),
+                "AGENTID_REQUEST_TIMEOUT_MS",
+                30_000,
+                10,
+                3_600_000,
+            )?,
+            ready_timeout: millis(
+                get("AGENTID_READY_TIMEOUT_MS"),
+                "AGENTID_READY_TIMEOUT_MS",
+                2_000,
+                10,
+                60_000,
+            )?,
+            shutdown_timeout: Duration::from_secs(parse_num(
+                get("AGENTID_SHUTDOWN_TIMEOUT_S"),
+                "AGENTID_SHUTDOWN_TIMEOUT_S",
+                30,
+                0,
+                3_600,
+            )?),
             cors_origins,
-            workers: parse_num(get("AGENTID_WORKERS"), "AGENTID_WORKERS", default_workers, 1, 1024)?,
+            workers: parse_num(
+                get("AGENTID_WORKERS"),
+                "AGENTID_WORKERS",
+                default_workers,
+                1,
+                1024,
+            )?,
         })
     }
 
@@ -289,37 +353,67 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let mut line = |k: &str, v: &dyn fmt::Display| out.push_str(&format!("{k}={v}\n"));
-        line("AGENTID_ENV", &match self.environment {
-            Environment::Development => "development",
-            Environment::Production => "production",
-        });
+        line(
+            "AGENTID_ENV",
+            &match self.environment {
+                Environment::Development => "development",
+                Environment::Production => "production",
+            },
+        );
         line("AGENTID_LISTEN", &self.listen);
         line("AGENTID_PUBLIC_URL", &self.public_url);
         line("AGENTID_DATA_DIR", &self.data_dir.display());
         match &self.database.url {
-            DatabaseUrl::Sqlite(path) => line("DATABASE_URL", &format!("sqlite://{}", path.display())),
-            DatabaseUrl::Postgres(url) => line("DATABASE_URL", &mask_url_password(url.expose_secret())),
+            DatabaseUrl::Sqlite(path) => {
+                line("DATABASE_URL", &format!("sqlite://{}", path.display()))
+            }
+            DatabaseUrl::Postgres(url) => {
+                line("DATABASE_URL", &mask_url_password(url.expose_secret()))
+            }
         }
         line("AGENTID_DB_POOL_SIZE", &self.database.pool_size);
-        line("AGENTID_DB_POOL_TIMEOUT_MS", &self.database.pool_timeout.as_millis());
-        line("AGENTID_SQLITE_BUSY_TIMEOUT_MS", &self.database.sqlite_busy_timeout.as_millis());
-        line("AGENTID_SQLITE_SYNCHRONOUS", &match self.database.sqlite_synchronous {
-            SqliteSync::Full => "full",
-            SqliteSync::Normal => "normal",
-        });
-        line("AGENTID_SECRET_KEY", &match &self.secret_source {
-            SecretSource::Environment => "******** (from the environment)".to_owned(),
-            SecretSource::GeneratedFile(p) => format!("******** (generated, kept in {})", p.display()),
-        });
-        line("AGENTID_LOG_FORMAT", &match self.log_format {
-            LogFormat::Json => "json",
-            LogFormat::Pretty => "pretty",
-        });
+        line(
+            "AGENTID_DB_POOL_TIMEOUT_MS",
+            &self.database.pool_timeout.as_millis(),
+        );
+        line(
+            "AGENTID_SQLITE_BUSY_TIMEOUT_MS",
+            &self.database.sqlite_busy_timeout.as_millis(),
+        );
+        line(
+            "AGENTID_SQLITE_SYNCHRONOUS",
+            &match self.database.sqlite_synchronous {
+                SqliteSync::Full => "full",
+                SqliteSync::Normal => "normal",
+            },
+        );
+        line(
+            "AGENTID_SECRET_KEY",
+            &match &self.secret_source {
+                SecretSource::Environment => "******** (from the environment)".to_owned(),
+                SecretSource::GeneratedFile(p) => {
+                    format!("******** (generated, kept in {})", p.display())
+                }
+            },
+        );
+        line(
+            "AGENTID_LOG_FORMAT",
+            &match self.log_format {
+                LogFormat::Json => "json",
+                LogFormat::Pretty => "pretty",
+            },
+        );
         line("AGENTID_LOG", &self.log_filter);
         line("AGENTID_BODY_LIMIT_BYTES", &self.body_limit);
-        line("AGENTID_REQUEST_TIMEOUT_MS", &self.request_timeout.as_millis());
+        line(
+            "AGENTID_REQUEST_TIMEOUT_MS",
+            &self.request_timeout.as_millis(),
+        );
         line("AGENTID_READY_TIMEOUT_MS", &self.ready_timeout.as_millis());
-        line("AGENTID_SHUTDOWN_TIMEOUT_S", &self.shutdown_timeout.as_secs());
+        line(
+            "AGENTID_SHUTDOWN_TIMEOUT_S",
+            &self.shutdown_timeout.as_secs(),
+        );
         line("AGENTID_CORS_ORIGINS", &self.cors_origins.join(","));
         line("AGENTID_WORKERS", &self.workers);
         out
@@ -330,18 +424,33 @@ fn invalid(var: &'static str, reason: String) -> ConfigError {
     ConfigError::Invalid { var, reason }
 }
 
-fn parse_num<T>(value: Option<&str>, var: &'static str, default: T, min: T, max: T) -> Result<T, ConfigError>
+fn parse_num<T>(
+    value: Option<&str>,
+    var: &'static str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
 {
     let Some(v) = value else { return Ok(default) };
     match v.parse::<T>() {
         Ok(n) if n >= min && n <= max => Ok(n),
-        _ => Err(invalid(var, format!("must be a whole number from {min} to {max}, not `{v}`"))),
+        _ => Err(invalid(
+            var,
+            format!("must be a whole number from {min} to {max}, not `{v}`"),
+        )),
     }
 }
 
-fn millis(value: Option<&str>, var: &'static str, default: u64, min: u64, max: u64) -> Result<Duration, ConfigError> {
+fn millis(
+    value: Option<&str>,
+    var: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
     parse_num(value, var, default, min, max).map(Duration::from_millis)
 }
 
@@ -349,17 +458,29 @@ fn parse_public_url(v: &str) -> Result<String, ConfigError> {
     let rest = v
         .strip_prefix("https://")
         .or_else(|| v.strip_prefix("http://"))
-        .ok_or_else(|| invalid("AGENTID_PUBLIC_URL", format!("`{v}` must start with https:// or http://")))?;
+        .ok_or_else(|| {
+            invalid(
+                "AGENTID_PUBLIC_URL",
+                format!("`{v}` must start with https:// or http://"),
+            )
+        })?;
     if rest.is_empty() || rest.contains(['?', '#', ' ']) {
-        return Err(invalid("AGENTID_PUBLIC_URL", format!("`{v}` must be a base URL without query or fragment")));
+        return Err(invalid(
+            "AGENTID_PUBLIC_URL",
+            format!("`{v}` must be a base URL without query or fragment"),
+        ));
     }
     Ok(v.trim_end_matches('/').to_owned())
 }
 
 /// Replaces the password in `scheme://user:password@host/...` with asterisks.
 pub fn mask_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return "********".to_owned() };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else { return url.to_owned() };
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "********".to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
         None => url.to_owned(),
@@ -372,7 +493,11 @@ fn load_or_create_dev_secret(path: &Path) -> Result<SecretString, ConfigError> {
     use rand::RngCore;
     use std::io::Write;
 
-    let io = |source| ConfigError::Io { var: "AGENTID_DATA_DIR", path: path.to_owned(), source };
+    let io = |source| ConfigError::Io {
+        var: "AGENTID_DATA_DIR",
+        path: path.to_owned(),
+        source,
+    };
     if let Ok(existing) = std::fs::read_to_string(path) {
         let existing = existing.trim();
         if existing.len() >= MIN_SECRET_LEN {
@@ -403,7 +528,10 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn err(pairs: &[(&str, &str)]) -> String {
@@ -414,7 +542,10 @@ mod tests {
     fn production_requires_a_long_secret() {
         let msg = err(&[("AGENTID_ENV", "production")]);
         assert!(msg.starts_with("AGENTID_SECRET_KEY"), "{msg}");
-        let msg = err(&[("AGENTID_ENV", "production"), ("AGENTID_SECRET_KEY", "short")]);
+        let msg = err(&[
+            ("AGENTID_ENV", "production"),
+            ("AGENTID_SECRET_KEY", "short"),
+        ]);
         assert!(msg.starts_with("AGENTID_SECRET_KEY"), "{msg}");
     }
 
@@ -434,7 +565,10 @@ mod tests {
         let config = Config::from_vars(vars(&[
             ("AGENTID_ENV", "production"),
             ("AGENTID_SECRET_KEY", secret),
-            ("DATABASE_URL", "postgres://app:hunter2hunter2@db.internal/agentid"),
+            (
+                "DATABASE_URL",
+                "postgres://app:hunter2hunter2@db.internal/agentid",
+            ),
         ]))
         .unwrap();
         assert_eq!(config.log_format, LogFormat::Json);
@@ -476,12 +610,18 @@ mod tests {
         let pairs = vars(&[("AGENTID_DATA_DIR", dir.to_str().unwrap())]);
         let first = Config::from_vars(pairs.clone()).unwrap();
         let second = Config::from_vars(pairs).unwrap();
-        assert_eq!(first.secret_key.expose_secret(), second.secret_key.expose_secret());
+        assert_eq!(
+            first.secret_key.expose_secret(),
+            second.secret_key.expose_secret()
+        );
         assert!(first.secret_key.expose_secret().len() >= MIN_SECRET_LEN);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(DEV_SECRET_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join(DEV_SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         std::fs::remove_dir_all(dir).unwrap();
@@ -499,7 +639,10 @@ mod tests {
     fn every_variable_is_in_the_readme_table() {
         let readme = include_str!("../../README.md");
         for (name, _, _) in VARIABLES {
-            assert!(readme.contains(&format!("| `{name}` |")), "{name} missing from README");
+            assert!(
+                readme.contains(&format!("| `{name}` |")),
+                "{name} missing from README"
+            );
         }
     }
 }

@@ -91,7 +91,8 @@ impl ManageConnection for Manager {
                 .map_err(r2d2::Error::ConnectionError),
             DatabaseUrl::Sqlite(path) => {
                 let path = path.to_string_lossy();
-                let mut conn = SqliteConnection::establish(&path).map_err(r2d2::Error::ConnectionError)?;
+                let mut conn =
+                    SqliteConnection::establish(&path).map_err(r2d2::Error::ConnectionError)?;
                 let synchronous = match self.synchronous {
                     SqliteSync::Full => "FULL",
                     SqliteSync::Normal => "NORMAL",
@@ -110,7 +111,8 @@ impl ManageConnection for Manager {
     }
 
     fn is_valid(&self, conn: &mut DbConn) -> Result<(), r2d2::Error> {
-        conn.batch_execute("SELECT 1").map_err(r2d2::Error::QueryError)
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
     }
 
     fn has_broken(&self, _conn: &mut DbConn) -> bool {
@@ -132,8 +134,9 @@ impl Database {
         let backend = match &config.url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| DbError::Unavailable(format!("cannot create {}: {e}", dir.display())))?;
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        DbError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                    })?;
                 }
                 Backend::Sqlite
             }
@@ -160,17 +163,26 @@ impl Database {
     /// Connections open and idle, for the pool gauges.
     pub fn pool_state(&self) -> (u32, u32, u32) {
         let state = self.pool.state();
-        (state.connections, state.idle_connections, self.pool.max_size())
+        (
+            state.connections,
+            state.idle_connections,
+            self.pool.max_size(),
+        )
     }
 
     /// A pooled connection, waiting at most the configured checkout timeout.
     /// Call only on a blocking thread.
     pub fn get(&self) -> Result<r2d2::PooledConnection<Manager>, DbError> {
-        self.pool.get().map_err(|e| DbError::Unavailable(e.to_string()))
+        self.pool
+            .get()
+            .map_err(|e| DbError::Unavailable(e.to_string()))
     }
 
     /// Like [`Database::get`] with an explicit timeout.
-    pub fn get_timeout(&self, timeout: Duration) -> Result<r2d2::PooledConnection<Manager>, DbError> {
+    pub fn get_timeout(
+        &self,
+        timeout: Duration,
+    ) -> Result<r2d2::PooledConnection<Manager>, DbError> {
         self.pool
             .get_timeout(timeout)
             .map_err(|e| DbError::Unavailable(e.to_string()))
@@ -202,7 +214,9 @@ impl Database {
     pub fn migrate(&self) -> Result<usize, DbError> {
         let mut conn = self.get()?;
         let applied = match &mut *conn {
-            DbConn::Postgres(c) => c.run_pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+            DbConn::Postgres(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.len()),
             DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
         };
         applied.map_err(|e| DbError::Migration(e.to_string()))

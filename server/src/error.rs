@@ -48,7 +48,10 @@ impl ApiError {
     }
 
     /// Attaches a cause for the log without changing what the client sees.
-    pub fn with_cause(mut self, cause: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+    pub fn with_cause(
+        mut self,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         self.cause = Some(cause.into());
         self
     }
@@ -76,7 +79,9 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.cause.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+        self.cause
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -112,7 +117,9 @@ pub fn default_message(code: ErrorCode) -> &'static str {
         ErrorCode::PayloadTooLarge => "The request body is larger than this server accepts.",
         ErrorCode::NotFound => "Nothing was found at this address.",
         ErrorCode::MethodNotAllowed => "This address does not accept that HTTP method.",
-        ErrorCode::RequestTimeout => "The request took too long and was stopped; it may be retried.",
+        ErrorCode::RequestTimeout => {
+            "The request took too long and was stopped; it may be retried."
+        }
         ErrorCode::NotReady => "The server is not ready to serve requests.",
         ErrorCode::DatabaseUnavailable => "The database is busy or unreachable; retry later.",
         _ => "An internal error occurred. Quote the request id when reporting it.",

@@ -38,7 +38,10 @@ impl Metrics {
         let mut registry = Registry::with_prefix("agentid");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RequestLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new([0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0])
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
         });
         let pool_connections = Gauge::default();
         let pool_idle = Gauge::default();
@@ -49,10 +52,29 @@ impl Metrics {
             "Time from receiving a request to answering it",
             latency.clone(),
         );
-        registry.register("db_pool_connections", "Open database connections", pool_connections.clone());
-        registry.register("db_pool_idle_connections", "Idle database connections", pool_idle.clone());
-        registry.register("db_pool_max_connections", "Configured maximum database connections", pool_max.clone());
-        Arc::new(Metrics { registry, requests, latency, pool_connections, pool_idle, pool_max })
+        registry.register(
+            "db_pool_connections",
+            "Open database connections",
+            pool_connections.clone(),
+        );
+        registry.register(
+            "db_pool_idle_connections",
+            "Idle database connections",
+            pool_idle.clone(),
+        );
+        registry.register(
+            "db_pool_max_connections",
+            "Configured maximum database connections",
+            pool_max.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            requests,
+            latency,
+            pool_connections,
+            pool_idle,
+            pool_max,
+        })
     }
 
     /// Records one answered request.

@@ -37,7 +37,10 @@ pub enum StartError {
     #[error("database: {0}")]
     Database(#[from] DbError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A server bound to its address, not yet running.
@@ -49,7 +52,9 @@ pub struct Application {
 
 impl std::fmt::Debug for Application {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Application").field("address", &self.address).finish()
+        f.debug_struct("Application")
+            .field("address", &self.address)
+            .finish()
     }
 }
 
@@ -58,7 +63,11 @@ impl Application {
     pub fn build(config: Config) -> Result<Application, StartError> {
         let db = Database::connect(&config.database)?;
         let applied = db.migrate()?;
-        tracing::info!(db.backend = db.backend().as_str(), migrations.applied = applied, "database ready");
+        tracing::info!(
+            db.backend = db.backend().as_str(),
+            migrations.applied = applied,
+            "database ready"
+        );
         if let SecretSource::GeneratedFile(path) = &config.secret_source {
             tracing::warn!(
                 secret.path = %path.display(),
@@ -66,8 +75,14 @@ impl Application {
             );
         }
 
-        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let address = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let listener = TcpListener::bind(config.listen).map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let address = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
 
         let api = openapi::document();
         let route_table = web::Data::new(RouteTable::from_openapi(&api));
@@ -108,7 +123,10 @@ impl Application {
         .workers(state.config.workers)
         .shutdown_timeout(state.config.shutdown_timeout.as_secs())
         .listen(listener)
-        .map_err(|source| StartError::Bind { addr: address, source })?
+        .map_err(|source| StartError::Bind {
+            addr: address,
+            source,
+        })?
         .run();
 
         tracing::info!(
@@ -117,7 +135,11 @@ impl Application {
             db.backend = state.db.backend().as_str(),
             "agentid is listening"
         );
-        Ok(Application { server, address, state })
+        Ok(Application {
+            server,
+            address,
+            state,
+        })
     }
 
     /// The address the server is bound to (useful with port 0).
@@ -146,17 +168,30 @@ impl Application {
 fn cors(origins: &[String]) -> Cors {
     let mut cors = Cors::default()
         .block_on_origin_mismatch(false)
-        .allowed_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+        .allowed_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
         .allowed_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::HeaderName::from_static("x-api-key"),
             header::HeaderName::from_static("x-request-id"),
         ])
-        .expose_headers([header::HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+        .expose_headers([
+            header::HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+        ])
         .max_age(3600);
     for origin in origins {
-        cors = if origin == "*" { cors.allow_any_origin() } else { cors.allowed_origin(origin) };
+        cors = if origin == "*" {
+            cors.allow_any_origin()
+        } else {
+            cors.allowed_origin(origin)
+        };
     }
     cors
 }

@@ -26,7 +26,13 @@ pub fn init(format: LogFormat, filter: &str, target: LogTarget) {
     let registry = tracing_subscriber::registry().with(filter);
     let result = match (format, target) {
         (LogFormat::Json, LogTarget::Stdout) => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(true).with_span_list(false))
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false),
+            )
             .try_init(),
         (LogFormat::Json, LogTarget::Stderr) => registry
             .with(
@@ -39,7 +45,9 @@ pub fn init(format: LogFormat, filter: &str, target: LogTarget) {
             )
             .try_init(),
         (LogFormat::Pretty, LogTarget::Stdout) => registry.with(fmt::layer()).try_init(),
-        (LogFormat::Pretty, LogTarget::Stderr) => registry.with(fmt::layer().with_writer(std::io::stderr)).try_init(),
+        (LogFormat::Pretty, LogTarget::Stderr) => registry
+            .with(fmt::layer().with_writer(std::io::stderr))
+            .try_init(),
     };
     if result.is_ok() {
         install_panic_hook();

@@ -47,7 +47,8 @@ pub struct HttpSettings {
 }
 
 /// Content-Security-Policy for API answers: nothing may be loaded or framed.
-const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const API_CSP: &str =
+    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// Wraps every request; see the module documentation.
 pub async fn envelope(
@@ -76,7 +77,10 @@ pub async fn envelope(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     let outcome = if declared_length.is_some_and(|n| n > settings.body_limit as u64) {
-        Err(FinalError::new(ErrorCode::PayloadTooLarge, request_id.clone()))
+        Err(FinalError::new(
+            ErrorCode::PayloadTooLarge,
+            request_id.clone(),
+        ))
     } else {
         let inner = AssertUnwindSafe(next.call(req)).catch_unwind();
         match tokio::time::timeout(settings.request_timeout, inner)
@@ -90,7 +94,9 @@ pub async fn envelope(
                 let response = span.in_scope(|| error.error_response());
                 let info = response.extensions().get::<ErrorInfo>().cloned();
                 let mut final_error = FinalError::new(
-                    info.as_ref().map(|i| i.code).unwrap_or_else(|| code_for_status(response.status())),
+                    info.as_ref()
+                        .map(|i| i.code)
+                        .unwrap_or_else(|| code_for_status(response.status())),
                     request_id.clone(),
                 );
                 if let Some(info) = info {
@@ -100,7 +106,10 @@ pub async fn envelope(
             }
             Ok(Err(_panic)) => {
                 span.in_scope(|| tracing::error!("the handler panicked; answered internal_error"));
-                Err(FinalError::new(ErrorCode::InternalError, request_id.clone()))
+                Err(FinalError::new(
+                    ErrorCode::InternalError,
+                    request_id.clone(),
+                ))
             }
             Err(_elapsed) => {
                 span.in_scope(|| {
@@ -109,7 +118,10 @@ pub async fn envelope(
                         "the request ran past its timeout and was stopped"
                     )
                 });
-                Err(FinalError::new(ErrorCode::RequestTimeout, request_id.clone()))
+                Err(FinalError::new(
+                    ErrorCode::RequestTimeout,
+                    request_id.clone(),
+                ))
             }
         }
     };
@@ -123,7 +135,11 @@ pub async fn envelope(
             let response = finish(response, &request_id);
             (route, response.status(), Ok(response))
         }
-        Err(final_error) => ("unmatched".to_owned(), final_error.status_code(), Err(final_error.into())),
+        Err(final_error) => (
+            "unmatched".to_owned(),
+            final_error.status_code(),
+            Err(final_error.into()),
+        ),
     };
 
     let elapsed = started.elapsed();
@@ -168,7 +184,10 @@ fn finish(response: ServiceResponse<BoxBody>, request_id: &Arc<str>) -> ServiceR
         set_standard_headers(&mut head.headers, &request_id, is_docs);
         match envelope {
             Some(json) => {
-                head.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                head.headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
                 head.headers.remove(header::CONTENT_LENGTH);
                 BoxBody::new(json)
             }
@@ -186,7 +205,8 @@ fn envelope_json(code: ErrorCode, message: String, request_id: &str) -> String {
         },
     };
     serde_json::to_string(&body).unwrap_or_else(|_| {
-        r#"{"error":{"code":"internal_error","message":"internal error","request_id":""}}"#.to_owned()
+        r#"{"error":{"code":"internal_error","message":"internal error","request_id":""}}"#
+            .to_owned()
     })
 }
 
@@ -194,15 +214,24 @@ fn set_standard_headers(headers: &mut HeaderMap, request_id: &str, is_docs: bool
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(
         HeaderName::from_static("cross-origin-resource-policy"),
         HeaderValue::from_static("same-origin"),
     );
     if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
-        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(API_CSP));
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(API_CSP),
+        );
     }
     if !is_docs || !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -215,9 +244,9 @@ fn incoming_request_id(headers: &HeaderMap) -> Option<Arc<str>> {
     let value = headers.get(REQUEST_ID_HEADER)?.to_str().ok()?;
     let plain = !value.is_empty()
         && value.len() <= 128
-        && value
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'='));
+        && value.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/' | b'+' | b'=')
+        });
     plain.then(|| Arc::from(value))
 }
 
@@ -258,7 +287,11 @@ impl ResponseError for FinalError {
     fn error_response(&self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status_code())
             .content_type("application/json")
-            .body(envelope_json(self.code, self.message.clone(), &self.request_id));
+            .body(envelope_json(
+                self.code,
+                self.message.clone(),
+                &self.request_id,
+            ));
         set_standard_headers(response.headers_mut(), &self.request_id, false);
         if self.code == ErrorCode::RequestTimeout {
             response
@@ -284,7 +317,10 @@ mod tests {
 
     #[test]
     fn plain_request_ids_are_kept() {
-        assert_eq!(incoming_request_id(&with_id("abc-123")).as_deref(), Some("abc-123"));
+        assert_eq!(
+            incoming_request_id(&with_id("abc-123")).as_deref(),
+            Some("abc-123")
+        );
     }
 
     #[test]
@@ -293,5 +329,147 @@ mod tests {
         assert!(incoming_request_id(&with_id(&"x".repeat(129))).is_none());
         assert!(incoming_request_id(&with_id("<script>")).is_none());
         assert!(incoming_request_id(&HeaderMap::new()).is_none());
+    }
+}
+
+/// The envelope's behaviour for failures no production route provokes on purpose
+/// (panics, timeouts), on a real server bound to a loopback port.
+#[cfg(test)]
+mod server_tests {
+    use actix_web::{web, App, HttpResponse, HttpServer};
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Echo {
+        #[expect(dead_code)]
+        name: String,
+    }
+
+    async fn start() -> (String, actix_web::dev::ServerHandle) {
+        let settings = web::Data::new(HttpSettings {
+            body_limit: 1024,
+            request_timeout: Duration::from_millis(200),
+            metrics: Metrics::new(),
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(settings.clone())
+                .app_data(crate::http::json_config(1024))
+                .route(
+                    "/panic",
+                    web::get().to(|| async { panic!("boom with a secret detail") as HttpResponse }),
+                )
+                .route(
+                    "/slow",
+                    web::get().to(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        HttpResponse::Ok().finish()
+                    }),
+                )
+                .route(
+                    "/echo",
+                    web::post()
+                        .to(|_: web::Json<Echo>| async { HttpResponse::NoContent().finish() }),
+                )
+                .wrap(actix_web::middleware::from_fn(envelope))
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .unwrap();
+        let address = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        (address, handle)
+    }
+
+    async fn error_of(response: reqwest::Response) -> (u16, serde_json::Value, String) {
+        let status = response.status().as_u16();
+        let id = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["request_id"], id.as_str());
+        (status, body, id)
+    }
+
+    #[tokio::test]
+    async fn failures_answer_in_the_envelope_without_detail() {
+        let (base, handle) = start().await;
+        let http = reqwest::Client::new();
+
+        let (status, body, _) =
+            error_of(http.get(format!("{base}/panic")).send().await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (500, Some("internal_error"))
+        );
+        assert!(
+            !body.to_string().contains("boom"),
+            "panic detail leaked: {body}"
+        );
+
+        let (status, body, _) =
+            error_of(http.get(format!("{base}/slow")).send().await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (503, Some("request_timeout"))
+        );
+
+        let post = |body: &'static str, content_type: &'static str| {
+            http.post(format!("{base}/echo"))
+                .header("content-type", content_type)
+                .header("x-request-id", "abc-123")
+                .body(body)
+                .send()
+        };
+        let (status, body, id) = error_of(post("{bad", "application/json").await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_json"))
+        );
+        assert_eq!(id, "abc-123");
+
+        let (status, body, _) =
+            error_of(post(r#"{"nom":"x"}"#, "application/json").await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (400, Some("invalid_request"))
+        );
+        assert!(body["error"]["message"].as_str().unwrap().contains("name"));
+
+        let (status, body, _) =
+            error_of(post(r#"{"name":"x"}"#, "text/plain").await.unwrap()).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (415, Some("unsupported_media_type"))
+        );
+
+        // A body over the limit sent without a declared length is stopped while read.
+        let chunks =
+            futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(bytes_of(512))));
+        let response = http
+            .post(format!("{base}/echo"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(chunks))
+            .send()
+            .await
+            .unwrap();
+        let (status, body, _) = error_of(response).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (413, Some("payload_too_large"))
+        );
+
+        // The worker survived the panic and the timeout.
+        let ok = post(r#"{"name":"x"}"#, "application/json").await.unwrap();
+        assert_eq!(ok.status(), 204);
+        handle.stop(false).await;
+    }
+
+    fn bytes_of(n: usize) -> Vec<u8> {
+        vec![b' '; n]
     }
 }

@@ -26,15 +26,24 @@ pub fn json_error(error: JsonPayloadError) -> ApiError {
             default_message(ErrorCode::UnsupportedMediaType),
         ),
         JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::new(ErrorCode::PayloadTooLarge, default_message(ErrorCode::PayloadTooLarge))
+            ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                default_message(ErrorCode::PayloadTooLarge),
+            )
         }
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            ApiError::new(ErrorCode::InvalidRequest, format!("The request body does not have the expected shape: {e}"))
-        }
-        JsonPayloadError::Deserialize(e) => {
-            ApiError::new(ErrorCode::InvalidJson, format!("The request body is not valid JSON: {e}"))
-        }
-        other => ApiError::new(ErrorCode::InvalidJson, default_message(ErrorCode::InvalidJson)).with_cause(other.to_string()),
+        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::new(
+            ErrorCode::InvalidRequest,
+            format!("The request body does not have the expected shape: {e}"),
+        ),
+        JsonPayloadError::Deserialize(e) => ApiError::new(
+            ErrorCode::InvalidJson,
+            format!("The request body is not valid JSON: {e}"),
+        ),
+        other => ApiError::new(
+            ErrorCode::InvalidJson,
+            default_message(ErrorCode::InvalidJson),
+        )
+        .with_cause(other.to_string()),
     }
 }
 
@@ -86,7 +95,9 @@ impl RouteTable {
         let mut found: Option<Vec<Method>> = None;
         for (def, methods) in &self.routes {
             if def.is_match(path) {
-                found.get_or_insert_with(Vec::new).extend(methods.iter().cloned());
+                found
+                    .get_or_insert_with(Vec::new)
+                    .extend(methods.iter().cloned());
             }
         }
         found
@@ -98,9 +109,16 @@ impl RouteTable {
 pub async fn fallback(req: HttpRequest, table: web::Data<RouteTable>) -> HttpResponse {
     match table.allowed(req.path()) {
         Some(methods) => {
-            let mut response =
-                ApiError::new(ErrorCode::MethodNotAllowed, default_message(ErrorCode::MethodNotAllowed)).error_response();
-            let allow = methods.iter().map(Method::as_str).collect::<Vec<_>>().join(", ");
+            let mut response = ApiError::new(
+                ErrorCode::MethodNotAllowed,
+                default_message(ErrorCode::MethodNotAllowed),
+            )
+            .error_response();
+            let allow = methods
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(", ");
             if let Ok(value) = HeaderValue::from_str(&allow) {
                 response.headers_mut().insert(header::ALLOW, value);
             }

@@ -104,7 +104,10 @@ fn serve_asset(name: &str) -> Result<HttpResponse, ApiError> {
         .content_type(asset.content_type)
         .body(asset.bytes);
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DOCS_CSP));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(DOCS_CSP),
+    );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
     Ok(response)
 }

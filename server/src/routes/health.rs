@@ -82,7 +82,12 @@ pub async fn ready(state: web::Data<AppState>) -> Result<HttpResponse, ApiError>
             status: "ready",
             database: state.db.backend().as_str(),
         })),
-        Ok(Err(e)) => Err(ApiError::new(ErrorCode::NotReady, "The database does not answer.").with_cause(e)),
-        Err(_) => Err(ApiError::new(ErrorCode::NotReady, "The database did not answer in time.")),
+        Ok(Err(e)) => {
+            Err(ApiError::new(ErrorCode::NotReady, "The database does not answer.").with_cause(e))
+        }
+        Err(_) => Err(ApiError::new(
+            ErrorCode::NotReady,
+            "The database did not answer in time.",
+        )),
     }
 }

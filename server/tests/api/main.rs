@@ -1,0 +1,16 @@
+//! Integration tests: real servers on loopback, real SQLite files and a real
+//! PostgreSQL server. One binary, so the suite links once.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a test should fail loudly at the first surprise"
+)]
+
+mod helpers;
+
+mod docs_ui;
+mod errors;
+mod foundation;
+mod openapi;
+mod process;

@@ -1,0 +1,128 @@
+//! The `agentid-server` binary as an operator runs it.
+
+use std::process::Command;
+use std::time::Duration;
+
+use crate::helpers::{Backend, ServerProcess, TestDb};
+
+fn temp_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("agentid-proc-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_agentid-server"));
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_with_zero_configuration_on_embedded_sqlite() {
+    let dir = temp_dir();
+    let server = ServerProcess::start(&dir, &[("AGENTID_LISTEN".into(), "127.0.0.1:0".into())]);
+    let client = agentid::Client::new(&server.address).unwrap();
+    let ready = client.ready().await.unwrap();
+    assert_eq!(ready.database, "sqlite");
+    assert!(dir.join("data/agentid.db").exists());
+    let secret = std::fs::metadata(dir.join("data/dev-secret.key")).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(secret.permissions().mode() & 0o777, 0o600);
+    }
+    // The development log says what it generated, without printing the secret.
+    let secret_value = std::fs::read_to_string(dir.join("data/dev-secret.key")).unwrap();
+    let log = server.log().join("\n");
+    assert!(log.contains("generated secret key"), "{log}");
+    assert!(!log.contains(secret_value.trim()));
+    drop(server);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn sigterm_stops_the_server_gracefully_with_status_zero() {
+    let db = TestDb::new(Backend::Sqlite);
+    let mut vars = db.vars();
+    vars.push(("AGENTID_LISTEN".into(), "127.0.0.1:0".into()));
+    let mut server = ServerProcess::start(&db.dir, &vars);
+    let host = server.address.trim_start_matches("http://").to_owned();
+    server.signal("TERM");
+    let status = server.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "graceful shutdown exits 0");
+    let log = server.log().join("\n");
+    assert!(log.contains("shutdown complete"), "{log}");
+    assert!(
+        std::net::TcpStream::connect(&host).is_err(),
+        "no longer accepting"
+    );
+}
+
+#[test]
+fn a_bad_value_stops_the_server_naming_the_variable() {
+    let output = binary()
+        .env("AGENTID_LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("AGENTID_LISTEN"), "{stderr}");
+}
+
+#[test]
+fn production_refuses_to_start_without_a_secret_or_with_wildcard_cors() {
+    let output = binary().env("AGENTID_ENV", "production").output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("AGENTID_SECRET_KEY"));
+
+    let output = binary()
+        .env("AGENTID_ENV", "production")
+        .env("AGENTID_SECRET_KEY", "x".repeat(48))
+        .env("AGENTID_CORS_ORIGINS", "*")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("AGENTID_CORS_ORIGINS"));
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration_with_secrets_masked() {
+    let dir = temp_dir();
+    let secret = "a-very-secret-value-that-is-long-enough-0123456789";
+    let output = binary()
+        .current_dir(&dir)
+        .args(["config", "check"])
+        .env("AGENTID_SECRET_KEY", secret)
+        .env("DATABASE_URL", "postgres://app:pw-should-hide@127.0.0.1/x")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("AGENTID_LISTEN=127.0.0.1:8080"), "{stdout}");
+    assert!(stdout.contains("AGENTID_SECRET_KEY=********"), "{stdout}");
+    assert!(!stdout.contains(secret));
+    assert!(!stdout.contains("pw-should-hide"));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn migrate_applies_migrations_and_is_idempotent() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let db = TestDb::new(backend);
+        for _ in 0..2 {
+            let output = binary()
+                .current_dir(&db.dir)
+                .arg("migrate")
+                .envs(db.vars())
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "{backend:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+    }
+}
