@@ -19,6 +19,18 @@ pub enum ErrorCode {
     InvalidJson,
     /// The request is well-formed but a value is not acceptable (the message says which).
     InvalidRequest,
+    /// The new password does not meet the password policy (the message says why).
+    WeakPassword,
+    /// The request carries no valid credential (or one that was revoked or expired).
+    Unauthorized,
+    /// The email and password do not match an active account.
+    InvalidCredentials,
+    /// The caller is authenticated but lacks the permission the operation needs.
+    Forbidden,
+    /// The request conflicts with existing data (for example a name already taken).
+    Conflict,
+    /// Too many attempts; wait for the `Retry-After` header's seconds.
+    RateLimited,
     /// The request body has a content type other than `application/json`.
     UnsupportedMediaType,
     /// The request body is larger than the configured limit.
@@ -45,6 +57,12 @@ impl ErrorCode {
     pub const ALL: &'static [ErrorCode] = &[
         ErrorCode::InvalidJson,
         ErrorCode::InvalidRequest,
+        ErrorCode::WeakPassword,
+        ErrorCode::Unauthorized,
+        ErrorCode::InvalidCredentials,
+        ErrorCode::Forbidden,
+        ErrorCode::Conflict,
+        ErrorCode::RateLimited,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::PayloadTooLarge,
         ErrorCode::NotFound,
@@ -60,6 +78,12 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::WeakPassword => "weak_password",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::InvalidCredentials => "invalid_credentials",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::RateLimited => "rate_limited",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::NotFound => "not_found",
@@ -75,7 +99,11 @@ impl ErrorCode {
     /// The HTTP status a server answers with for this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest => 400,
+            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::WeakPassword => 400,
+            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials => 401,
+            ErrorCode::Forbidden => 403,
+            ErrorCode::Conflict => 409,
+            ErrorCode::RateLimited => 429,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,
             ErrorCode::PayloadTooLarge => 413,
@@ -89,7 +117,10 @@ impl ErrorCode {
     pub fn is_transient(self) -> bool {
         matches!(
             self,
-            ErrorCode::NotReady | ErrorCode::DatabaseUnavailable | ErrorCode::RequestTimeout
+            ErrorCode::NotReady
+                | ErrorCode::DatabaseUnavailable
+                | ErrorCode::RequestTimeout
+                | ErrorCode::RateLimited
         )
     }
 }

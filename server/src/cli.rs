@@ -36,6 +36,25 @@ enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Administration tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Create an organization and its first owner. The password is read from
+    /// standard input (one line), never from the command line or the environment.
+    CreateOwner {
+        /// The organization's name (unique).
+        #[arg(long)]
+        org: String,
+        /// The owner's email address (unique).
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +99,9 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Serve => serve(),
+        Command::Admin {
+            command: AdminCommand::CreateOwner { org, email },
+        } => create_owner(&org, &email),
     }
 }
 
@@ -90,6 +112,13 @@ fn serve() -> ExitCode {
     };
     telemetry::init(config.log_format, &config.log_filter, LogTarget::Stdout);
     actix_web::rt::System::new().block_on(async move {
+        let shutdown = match shutdown_signal() {
+            Ok(signal) => signal,
+            Err(e) => {
+                tracing::error!(error.cause = %e, "could not install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let app = match Application::build(config) {
             Ok(app) => app,
             Err(e) => {
@@ -97,6 +126,15 @@ fn serve() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let handle = app.handle();
+        actix_web::rt::spawn(async move {
+            let name = shutdown.await;
+            tracing::info!(
+                signal = name,
+                "shutting down gracefully: no new connections, finishing in-flight requests"
+            );
+            handle.stop(true).await;
+        });
         match app.run_until_stopped().await {
             Ok(()) => {
                 tracing::info!("shutdown complete");
@@ -110,7 +148,80 @@ fn serve() -> ExitCode {
     })
 }
 
+/// Resolves with the signal's name on the first SIGTERM or SIGINT. The handlers
+/// are registered when this is called, not when the future is first polled.
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
+}
+
 fn config_failure(error: crate::config::ConfigError) -> ExitCode {
     eprintln!("agentid-server: configuration error: {error}");
     ExitCode::from(2)
+}
+
+fn create_owner(org: &str, email: &str) -> ExitCode {
+    use std::io::BufRead;
+
+    let config = match Config::from_process_env() {
+        Ok(c) => c,
+        Err(e) => return config_failure(e),
+    };
+    telemetry::init(config.log_format, &config.log_filter, LogTarget::Stderr);
+    let email = match crate::accounts::normalize_email(email) {
+        Ok(e) => e,
+        Err(_) => {
+            eprintln!("agentid-server: --email is not an email address");
+            return ExitCode::from(2);
+        }
+    };
+    eprintln!("Password for {email} (one line on standard input):");
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("agentid-server: could not read the password from standard input");
+        return ExitCode::from(2);
+    }
+    let candidate = secrecy::SecretString::from(line.trim_end_matches(['\r', '\n']).to_owned());
+    line.clear();
+    let password = match crate::auth::password::validate(
+        secrecy::ExposeSecret::expose_secret(&candidate),
+        &email,
+    ) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("agentid-server: the password is not acceptable: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = (|| -> Result<_, String> {
+        let hash = crate::auth::password::hash(&password, config.bcrypt_cost)
+            .map_err(|e| e.to_string())?;
+        let db = Database::connect(&config.database).map_err(|e| e.to_string())?;
+        db.migrate().map_err(|e| e.to_string())?;
+        let mut conn = db.get().map_err(|e| e.to_string())?;
+        crate::db::write_transaction(&mut conn, |conn| {
+            crate::accounts::create_org_with_owner(conn, org, &email, &hash, crate::clock::now_ms())
+        })
+        .map_err(|e| e.to_string())
+    })();
+    match result {
+        Ok((org, user)) => {
+            println!(
+                "{}",
+                serde_json::json!({ "organization": org, "owner": user })
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agentid-server: could not create the owner: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

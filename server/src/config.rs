@@ -99,6 +99,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     pub cors_origins: Vec<String>,
     pub workers: usize,
+    pub bcrypt_cost: u32,
+    pub access_token_ttl_secs: i64,
+    pub refresh_token_ttl_secs: i64,
 }
 
 /// Where the secret key came from.
@@ -146,6 +149,9 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("AGENTID_SHUTDOWN_TIMEOUT_S", "30", "How long a graceful shutdown waits for in-flight requests."),
     ("AGENTID_CORS_ORIGINS", "(none)", "Comma-separated origins allowed to call the API from a browser, e.g. `https://admin.example.com`. `*` is refused in production."),
     ("AGENTID_WORKERS", "number of CPUs", "HTTP worker threads."),
+    ("AGENTID_BCRYPT_COST", "12", "bcrypt cost for passwords (4 to 31; at least 10 in production)."),
+    ("AGENTID_ACCESS_TOKEN_TTL_S", "900", "Lifetime of user access tokens (JWT), in seconds (60 to 86400)."),
+    ("AGENTID_REFRESH_TOKEN_TTL_S", "2592000", "Lifetime of a session's refresh token, in seconds (renewed at each rotation)."),
 ];
 
 impl Config {
@@ -299,6 +305,13 @@ impl Config {
         let default_workers = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2);
+        let bcrypt_cost = parse_num(get("AGENTID_BCRYPT_COST"), "AGENTID_BCRYPT_COST", 12, 4, 31)?;
+        if production && bcrypt_cost < 10 {
+            return Err(invalid(
+                "AGENTID_BCRYPT_COST",
+                "must be at least 10 in production".to_owned(),
+            ));
+        }
 
         Ok(Config {
             environment,
@@ -345,6 +358,21 @@ impl Config {
                 default_workers,
                 1,
                 1024,
+            )?,
+            bcrypt_cost,
+            access_token_ttl_secs: parse_num(
+                get("AGENTID_ACCESS_TOKEN_TTL_S"),
+                "AGENTID_ACCESS_TOKEN_TTL_S",
+                900,
+                60,
+                86_400,
+            )?,
+            refresh_token_ttl_secs: parse_num(
+                get("AGENTID_REFRESH_TOKEN_TTL_S"),
+                "AGENTID_REFRESH_TOKEN_TTL_S",
+                2_592_000,
+                3_600,
+                31_536_000,
             )?,
         })
     }
@@ -416,6 +444,9 @@ impl Config {
         );
         line("AGENTID_CORS_ORIGINS", &self.cors_origins.join(","));
         line("AGENTID_WORKERS", &self.workers);
+        line("AGENTID_BCRYPT_COST", &self.bcrypt_cost);
+        line("AGENTID_ACCESS_TOKEN_TTL_S", &self.access_token_ttl_secs);
+        line("AGENTID_REFRESH_TOKEN_TTL_S", &self.refresh_token_ttl_secs);
         out
     }
 }

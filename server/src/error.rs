@@ -18,6 +18,7 @@ pub struct ApiError {
     code: ErrorCode,
     message: Cow<'static, str>,
     cause: Option<Box<dyn std::error::Error + Send + Sync>>,
+    retry_after_secs: Option<u64>,
 }
 
 /// What the envelope writer needs from an error response; stored in the
@@ -35,6 +36,7 @@ impl ApiError {
             code,
             message: message.into(),
             cause: None,
+            retry_after_secs: None,
         }
     }
 
@@ -44,6 +46,7 @@ impl ApiError {
             code: ErrorCode::InternalError,
             message: Cow::Borrowed(default_message(ErrorCode::InternalError)),
             cause: Some(cause.into()),
+            retry_after_secs: None,
         }
     }
 
@@ -54,6 +57,16 @@ impl ApiError {
     ) -> Self {
         self.cause = Some(cause.into());
         self
+    }
+
+    /// 429 `rate_limited` with a `Retry-After` of at least one second.
+    pub fn rate_limited(retry_after: std::time::Duration) -> Self {
+        let mut error = ApiError::new(
+            ErrorCode::RateLimited,
+            default_message(ErrorCode::RateLimited),
+        );
+        error.retry_after_secs = Some(retry_after.as_secs_f64().ceil().max(1.0) as u64);
+        error
     }
 
     /// 400 `invalid_request` with a message naming what is wrong.
@@ -100,6 +113,19 @@ impl ResponseError for ApiError {
             }
         }
         let mut response = HttpResponse::new(self.status_code());
+        if let Some(secs) = self.retry_after_secs {
+            if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, value);
+            }
+        }
+        if self.code == ErrorCode::Unauthorized {
+            response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static("Bearer"),
+            );
+        }
         response.extensions_mut().insert(ErrorInfo {
             code: self.code,
             message: self.message.clone(),
@@ -122,6 +148,11 @@ pub fn default_message(code: ErrorCode) -> &'static str {
         }
         ErrorCode::NotReady => "The server is not ready to serve requests.",
         ErrorCode::DatabaseUnavailable => "The database is busy or unreachable; retry later.",
+        ErrorCode::RateLimited => {
+            "Too many attempts; retry after the time in the Retry-After header."
+        }
+        ErrorCode::Unauthorized => "Authentication is required.",
+        ErrorCode::Forbidden => "The credential does not allow this operation.",
         _ => "An internal error occurred. Quote the request id when reporting it.",
     }
 }
@@ -135,6 +166,10 @@ pub fn code_for_status(status: StatusCode) -> ErrorCode {
         408 | 504 => ErrorCode::RequestTimeout,
         411 | 413 => ErrorCode::PayloadTooLarge,
         415 => ErrorCode::UnsupportedMediaType,
+        401 => ErrorCode::Unauthorized,
+        403 => ErrorCode::Forbidden,
+        409 => ErrorCode::Conflict,
+        429 => ErrorCode::RateLimited,
         503 => ErrorCode::NotReady,
         s if s < 500 => ErrorCode::InvalidRequest,
         _ => ErrorCode::InternalError,
@@ -164,5 +199,13 @@ impl From<crate::db::DbError> for ApiError {
             .with_cause(error),
             other => ApiError::internal(other),
         }
+    }
+}
+
+/// A failure to begin or commit a transaction (query failures are mapped where
+/// they happen, with their meaning).
+impl From<diesel::result::Error> for ApiError {
+    fn from(error: diesel::result::Error) -> Self {
+        ApiError::internal(error)
     }
 }

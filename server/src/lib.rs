@@ -3,7 +3,11 @@
 //! The crate is a library so that `main` and the integration tests start the server
 //! the same way ([`startup::Application`]).
 
+pub mod accounts;
+pub mod audit;
+pub mod auth;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -11,5 +15,6 @@ pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod schema;
 pub mod startup;
 pub mod telemetry;

@@ -21,11 +21,43 @@ use crate::routes;
     ),
     tags(
         (name = "health", description = "Liveness, readiness and version"),
-        (name = "meta", description = "The API description and metrics")
+        (name = "meta", description = "The API description and metrics"),
+        (name = "auth", description = "Login, sessions and the caller's identity"),
+        (name = "users", description = "The organization and its users"),
+        (name = "api-keys", description = "API keys for programs"),
+        (name = "audit", description = "The hash-chained audit log")
     ),
+    modifiers(&SecuritySchemes),
     components(schemas(agentid_protocol::ErrorBody, agentid_protocol::ErrorDetail, agentid_protocol::ErrorCode))
 )]
 struct ApiDoc;
+
+/// Declares the two ways to authenticate.
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A user access token from /api/v1/auth/login, or an API key",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
 
 /// The OpenAPI document of every registered route.
 pub fn document() -> utoipa::openapi::OpenApi {

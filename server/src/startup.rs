@@ -14,6 +14,8 @@ use actix_web::http::{header, Method};
 use actix_web::{middleware, web, App, HttpServer};
 use utoipa_actix_web::AppExt;
 
+use crate::auth::limiter::{LimiterConfig, LoginLimiter};
+use crate::auth::tokens::AccessTokens;
 use crate::config::{Config, SecretSource};
 use crate::db::{Database, DbError};
 use crate::http::middleware::{envelope, HttpSettings};
@@ -29,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The OpenAPI document, rendered once at start.
     pub openapi_json: String,
+    pub access_tokens: AccessTokens,
+    pub login_limiter: LoginLimiter,
 }
 
 /// Why the server could not start.
@@ -92,10 +96,18 @@ impl Application {
             request_timeout: config.request_timeout,
             metrics: metrics.clone(),
         });
+        // Warm the dummy hash so the first unknown-email login costs no extra time.
+        crate::auth::password::prepare_dummy(config.bcrypt_cost);
         let state = web::Data::new(AppState {
             db,
             metrics,
             openapi_json: openapi::document_json(),
+            access_tokens: AccessTokens::new(
+                &config.secret_key,
+                &config.public_url,
+                config.access_token_ttl_secs,
+            ),
+            login_limiter: LoginLimiter::new(LimiterConfig::default()),
             config,
         });
 
@@ -122,6 +134,9 @@ impl Application {
         })
         .workers(state.config.workers)
         .shutdown_timeout(state.config.shutdown_timeout.as_secs())
+        // Signals are handled by `cli::serve`, installed before the server says it is
+        // listening, so a SIGTERM that arrives early is never lost.
+        .disable_signals()
         .listen(listener)
         .map_err(|source| StartError::Bind {
             addr: address,

@@ -170,6 +170,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     vars.push(("AGENTID_LISTEN".to_owned(), "127.0.0.1:0".to_owned()));
     vars.push(("AGENTID_WORKERS".to_owned(), "2".to_owned()));
     vars.push(("AGENTID_DB_POOL_SIZE".to_owned(), "4".to_owned()));
+    vars.push(("AGENTID_BCRYPT_COST".to_owned(), "4".to_owned()));
     for (k, v) in extra {
         vars.push(((*k).to_owned(), (*v).to_owned()));
     }
@@ -309,5 +310,109 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Creates an organization and its owner with the real `admin create-owner`
+/// command, the password on standard input.
+pub fn create_owner(
+    vars: &[(String, String)],
+    org: &str,
+    email: &str,
+    password: &str,
+) -> serde_json::Value {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentid-server"))
+        .args(["admin", "create-owner", "--org", org, "--email", email])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AGENTID_BCRYPT_COST", "4")
+        .envs(vars.iter().cloned())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "create-owner failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+/// A logged-in user's tokens.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl TestApp {
+    pub fn create_owner(&self, org: &str, email: &str, password: &str) -> serde_json::Value {
+        create_owner(&self.db.vars(), org, email, password)
+    }
+
+    pub async fn login_response(&self, email: &str, password: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/api/v1/auth/login"))
+            .json(&serde_json::json!({ "email": email, "password": password }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> Session {
+        let response = self.login_response(email, password).await;
+        assert_eq!(response.status(), 200, "login of {email}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["token_type"], "Bearer");
+        Session {
+            access: body["access_token"].as_str().unwrap().to_owned(),
+            refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A request with a bearer credential (access token or API key).
+    pub fn with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        credential: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(credential)
+    }
+
+    /// Creates a user through the API as `admin` and returns its id.
+    pub async fn add_user(&self, admin: &str, email: &str, password: &str, role: &str) -> String {
+        let response = self
+            .with(reqwest::Method::POST, "/api/v1/users", admin)
+            .json(&serde_json::json!({ "email": email, "password": password, "role": role }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "create {email}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Creates an API key as `credential` with `permissions`; returns (id, secret).
+    pub async fn add_key(&self, credential: &str, permissions: &[&str]) -> (String, String) {
+        let response = self
+            .with(reqwest::Method::POST, "/api/v1/api-keys", credential)
+            .json(&serde_json::json!({ "name": "test key", "permissions": permissions }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.unwrap();
+        (
+            body["id"].as_str().unwrap().to_owned(),
+            body["key"].as_str().unwrap().to_owned(),
+        )
     }
 }

@@ -10,7 +10,9 @@
 mod helpers;
 
 mod docs_ui;
+mod durability;
 mod errors;
 mod foundation;
 mod openapi;
+mod people;
 mod process;

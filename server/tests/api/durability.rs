@@ -1,0 +1,190 @@
+//! Acknowledged writes survive kill -9; secrets never reach the log.
+
+use std::time::Duration;
+
+use reqwest::Method;
+
+use crate::helpers::{create_owner, Backend, ServerProcess, TestDb};
+
+const OWNER_PW: &str = "correct horse battery staple";
+const USER_PW: &str = "another long passphrase here";
+
+fn server_vars(db: &TestDb) -> Vec<(String, String)> {
+    let mut vars = db.vars();
+    vars.push(("AGENTID_LISTEN".into(), "127.0.0.1:0".into()));
+    vars.push(("AGENTID_BCRYPT_COST".into(), "4".into()));
+    vars.push(("AGENTID_LOG".into(), "debug".into()));
+    vars
+}
+
+async fn login(
+    http: &reqwest::Client,
+    base: &str,
+    email: &str,
+    password: &str,
+) -> serde_json::Value {
+    let response = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+async fn acknowledged_writes_survive_kill_9(backend: Backend) {
+    let db = TestDb::new(backend);
+    let vars = server_vars(&db);
+    create_owner(&vars, "Acme", "owner@example.com", OWNER_PW);
+    let http = reqwest::Client::new();
+    let server = ServerProcess::start(&db.dir, &vars);
+    let tokens = login(&http, &server.address, "owner@example.com", OWNER_PW).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let mut created = Vec::new();
+    for i in 0..5 {
+        let email = format!("user{i}@example.com");
+        let response = http
+            .post(format!("{}/api/v1/users", server.address))
+            .bearer_auth(access)
+            .json(&serde_json::json!({ "email": email, "password": USER_PW, "role": "viewer" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        created.push(email);
+    }
+    server.signal("KILL");
+    drop(server);
+
+    let server = ServerProcess::start(&db.dir, &vars);
+    for email in &created {
+        login(&http, &server.address, email, USER_PW).await;
+    }
+    // The refresh token issued before the crash still rotates once.
+    let refreshed = http
+        .post(format!("{}/api/v1/auth/refresh", server.address))
+        .json(&serde_json::json!({ "refresh_token": tokens["refresh_token"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status(), 200);
+    let access = refreshed.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let report: serde_json::Value = http
+        .request(
+            Method::GET,
+            format!("{}/api/v1/audit/verify", server.address),
+        )
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+    assert!(report["records"].as_i64().unwrap() >= 8, "{report}");
+}
+crate::both_backends!(acknowledged_writes_survive_kill_9);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_appears_in_any_log_line() {
+    let db = TestDb::new(Backend::Sqlite);
+    let vars = server_vars(&db);
+    create_owner(&vars, "Acme", "owner@example.com", OWNER_PW);
+    let http = reqwest::Client::new();
+    let mut server = ServerProcess::start(&db.dir, &vars);
+    let base = server.address.clone();
+    let mut secrets = vec![
+        OWNER_PW.to_owned(),
+        USER_PW.to_owned(),
+        "wrong password guess".to_owned(),
+    ];
+
+    let bad = http
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({ "email": "owner@example.com", "password": "wrong password guess" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let tokens = login(&http, &base, "owner@example.com", OWNER_PW).await;
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    secrets.push(access.clone());
+    secrets.push(tokens["refresh_token"].as_str().unwrap().to_owned());
+    let refreshed: serde_json::Value = http
+        .post(format!("{base}/api/v1/auth/refresh"))
+        .json(&serde_json::json!({ "refresh_token": tokens["refresh_token"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    secrets.push(refreshed["access_token"].as_str().unwrap().to_owned());
+    secrets.push(refreshed["refresh_token"].as_str().unwrap().to_owned());
+    let user = http
+        .post(format!("{base}/api/v1/users"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({ "email": "dev@example.com", "password": USER_PW, "role": "developer" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(user.status(), 201);
+    let key: serde_json::Value = http
+        .post(format!("{base}/api/v1/api-keys"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({ "name": "ci", "permissions": ["agents:read"] }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    secrets.push(key.clone());
+    assert_eq!(
+        http.get(format!("{base}/api/v1/me"))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        http.get(format!("{base}/api/v1/me"))
+            .bearer_auth("agentid_sk_notarealkey")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    // Also the password change path.
+    let changed = http
+        .post(format!("{base}/api/v1/auth/password"))
+        .bearer_auth(&access)
+        .json(&serde_json::json!({ "current_password": OWNER_PW, "new_password": "the newest passphrase 42" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    secrets.push("the newest passphrase 42".to_owned());
+
+    server.signal("TERM");
+    server.wait(Duration::from_secs(30));
+    let log = server.log();
+    assert!(log.len() > 10, "the server logged its requests");
+    for line in &log {
+        for secret in &secrets {
+            assert!(
+                !line.contains(secret.as_str()),
+                "a secret reached the log: {line}"
+            );
+        }
+    }
+}
