@@ -1,5 +1,7 @@
 //! Diesel table definitions shared by both backends. Must match
-//! `migrations/sqlite` and `migrations/postgres`; a test checks the columns.
+//! `migrations/sqlite` and `migrations/postgres`: every query in the integration
+//! suite runs against both, so a mismatch fails there. (The audit tables are
+//! defined beside their code in `audit.rs`.)
 
 diesel::table! {
     organizations (id) {

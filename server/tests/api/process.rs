@@ -126,3 +126,39 @@ fn migrate_applies_migrations_and_is_idempotent() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_in_flight_request_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let db = TestDb::new(Backend::Sqlite);
+    let mut vars = db.vars();
+    vars.push(("AGENTID_LISTEN".into(), "127.0.0.1:0".into()));
+    vars.push(("AGENTID_BCRYPT_COST".into(), "4".into()));
+    let mut server = ServerProcess::start(&db.dir, &vars);
+    let host = server.address.trim_start_matches("http://").to_owned();
+
+    // A login whose body is still arriving when the signal comes.
+    let body = br#"{"email":"nobody@example.com","password":"not the password at all"}"#;
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "POST /api/v1/auth/login HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body[..10]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stream.write_all(&body[10..]).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 401"),
+        "the in-flight request was answered: {answer}"
+    );
+    assert!(answer.contains("invalid_credentials"), "{answer}");
+
+    let status = server.wait(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0));
+}
