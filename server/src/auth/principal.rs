@@ -72,6 +72,17 @@ impl Principal {
         }
     }
 
+    /// The audit context for a change made by this caller at `now`.
+    pub fn audit_ctx(&self, now: i64) -> crate::accounts::AuditCtx<'_> {
+        let (actor_type, actor_id) = self.audit_actor();
+        crate::accounts::AuditCtx {
+            actor_type,
+            actor_id: Some(actor_id),
+            request_id: self.request_id.as_deref(),
+            now,
+        }
+    }
+
     /// How the caller appears in the audit log.
     pub fn audit_actor(&self) -> (ActorType, &str) {
         match &self.actor {

@@ -5,7 +5,7 @@ use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::accounts::{self, ApiKey, AuditCtx};
+use crate::accounts::{self, ApiKey};
 use crate::auth::permissions::{Permission, PermissionSet};
 use crate::auth::principal::Principal;
 use crate::auth::tokens::{new_opaque, API_KEY_PREFIX};
@@ -102,13 +102,7 @@ pub async fn create_api_key(
         .db
         .run(move |conn| {
             write_transaction(conn, |conn| {
-                let (actor_type, actor_id) = principal.audit_actor();
-                let ctx = AuditCtx {
-                    actor_type,
-                    actor_id: Some(actor_id),
-                    request_id: principal.request_id.as_deref(),
-                    now,
-                };
+                let ctx = principal.audit_ctx(now);
                 accounts::insert_api_key(
                     conn,
                     &principal.org_id,
@@ -181,13 +175,7 @@ pub async fn delete_api_key(
             write_transaction(conn, |conn| {
                 let mine = (!principal.permissions.contains(Permission::UsersManage))
                     .then(|| principal.user_id().to_owned());
-                let (actor_type, actor_id) = principal.audit_actor();
-                let ctx = AuditCtx {
-                    actor_type,
-                    actor_id: Some(actor_id),
-                    request_id: principal.request_id.as_deref(),
-                    now,
-                };
+                let ctx = principal.audit_ctx(now);
                 accounts::revoke_api_key(conn, &principal.org_id, &id, mine.as_deref(), &ctx)
             })
         })

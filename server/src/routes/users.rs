@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use crate::accounts::{self, AuditCtx, Organization, User};
+use crate::accounts::{self, Organization, User};
 use crate::auth::password;
 use crate::auth::permissions::{Permission, Role};
 use crate::auth::principal::{Actor, Principal};
@@ -154,13 +154,7 @@ pub async fn create_user(
                         "Your role cannot give that role.",
                     ));
                 }
-                let (actor_type, actor_id) = principal.audit_actor();
-                let ctx = AuditCtx {
-                    actor_type,
-                    actor_id: Some(actor_id),
-                    request_id: principal.request_id.as_deref(),
-                    now,
-                };
+                let ctx = principal.audit_ctx(now);
                 accounts::insert_user(conn, &principal.org_id, &email, &hash, role, &ctx)
             })
         })
@@ -212,13 +206,7 @@ pub async fn update_user(
                         "Your role cannot change this user that way.",
                     ));
                 }
-                let (actor_type, actor_id) = principal.audit_actor();
-                let ctx = AuditCtx {
-                    actor_type,
-                    actor_id: Some(actor_id),
-                    request_id: principal.request_id.as_deref(),
-                    now,
-                };
+                let ctx = principal.audit_ctx(now);
                 accounts::update_user(conn, &principal.org_id, &id, role, disabled, &ctx)
             })
         })
