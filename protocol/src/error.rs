@@ -21,6 +21,18 @@ pub enum ErrorCode {
     InvalidRequest,
     /// The new password does not meet the password policy (the message says why).
     WeakPassword,
+    /// A signed envelope (or its payload) breaks the protocol in `docs/protocol.md`:
+    /// too large, too deeply nested, duplicate keys, bad base64, unknown payload type,
+    /// missing or malformed fields. The message starts with the protocol error code.
+    InvalidEnvelope,
+    /// The Ed25519 public key is malformed, not canonically encoded, or weak (small order).
+    WeakPublicKey,
+    /// A proof of possession did not verify: the challenge is unknown, expired or
+    /// already used, or the signature over it is not valid for the agent's key.
+    InvalidProof,
+    /// The resource is not in a state that allows the operation (for example
+    /// reactivating a revoked agent).
+    InvalidState,
     /// The request carries no valid credential (or one that was revoked or expired).
     Unauthorized,
     /// The email and password do not match an active account.
@@ -58,6 +70,10 @@ impl ErrorCode {
         ErrorCode::InvalidJson,
         ErrorCode::InvalidRequest,
         ErrorCode::WeakPassword,
+        ErrorCode::InvalidEnvelope,
+        ErrorCode::WeakPublicKey,
+        ErrorCode::InvalidProof,
+        ErrorCode::InvalidState,
         ErrorCode::Unauthorized,
         ErrorCode::InvalidCredentials,
         ErrorCode::Forbidden,
@@ -79,6 +95,10 @@ impl ErrorCode {
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::WeakPassword => "weak_password",
+            ErrorCode::InvalidEnvelope => "invalid_envelope",
+            ErrorCode::WeakPublicKey => "weak_public_key",
+            ErrorCode::InvalidProof => "invalid_proof",
+            ErrorCode::InvalidState => "invalid_state",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::InvalidCredentials => "invalid_credentials",
             ErrorCode::Forbidden => "forbidden",
@@ -99,10 +119,14 @@ impl ErrorCode {
     /// The HTTP status a server answers with for this code.
     pub fn http_status(self) -> u16 {
         match self {
-            ErrorCode::InvalidJson | ErrorCode::InvalidRequest | ErrorCode::WeakPassword => 400,
-            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials => 401,
+            ErrorCode::InvalidJson
+            | ErrorCode::InvalidRequest
+            | ErrorCode::WeakPassword
+            | ErrorCode::InvalidEnvelope
+            | ErrorCode::WeakPublicKey => 400,
+            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials | ErrorCode::InvalidProof => 401,
             ErrorCode::Forbidden => 403,
-            ErrorCode::Conflict => 409,
+            ErrorCode::Conflict | ErrorCode::InvalidState => 409,
             ErrorCode::RateLimited => 429,
             ErrorCode::NotFound => 404,
             ErrorCode::MethodNotAllowed => 405,

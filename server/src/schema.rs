@@ -8,6 +8,7 @@ diesel::table! {
         id -> Text,
         name -> Text,
         created_at -> BigInt,
+        enforcement -> Text,
     }
 }
 
@@ -60,3 +61,107 @@ diesel::joinable!(users -> organizations (org_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(api_keys -> users (created_by));
 diesel::allow_tables_to_appear_in_same_query!(organizations, users, refresh_tokens, api_keys);
+
+diesel::table! {
+    agents (id) {
+        id -> Text,
+        org_id -> Text,
+        name -> Text,
+        description -> Text,
+        owner_id -> Text,
+        status -> Text,
+        status_reason -> Nullable<Text>,
+        did -> Text,
+        key_id -> Text,
+        public_key -> Text,
+        requested_capabilities -> Text,
+        metadata -> Text,
+        trust_score -> Double,
+        actions_allowed -> BigInt,
+        actions_denied -> BigInt,
+        created_by -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+        activated_at -> Nullable<BigInt>,
+        last_seen_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    agent_keys (key_id) {
+        key_id -> Text,
+        agent_id -> Text,
+        org_id -> Text,
+        public_key -> Text,
+        status -> Text,
+        created_at -> BigInt,
+        retired_at -> Nullable<BigInt>,
+        revoked_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    agent_challenges (id) {
+        id -> Text,
+        agent_id -> Text,
+        challenge -> Text,
+        audience -> Text,
+        created_at -> BigInt,
+        expires_at -> BigInt,
+        used_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    capabilities (org_id, name) {
+        org_id -> Text,
+        name -> Text,
+        description -> Text,
+        risk_level -> Text,
+        min_trust -> Integer,
+        created_by -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    agent_grants (id) {
+        id -> Text,
+        org_id -> Text,
+        agent_id -> Text,
+        capability -> Text,
+        resource_pattern -> Nullable<Text>,
+        expires_at -> Nullable<BigInt>,
+        granted_by -> Text,
+        granted_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        revoked_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    action_nonces (agent_id, nonce) {
+        agent_id -> Text,
+        nonce -> Text,
+        issued_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    trust_events (id) {
+        id -> Text,
+        org_id -> Text,
+        agent_id -> Text,
+        kind -> Text,
+        details -> Text,
+        occurred_at -> BigInt,
+    }
+}
+
+diesel::joinable!(agent_keys -> agents (agent_id));
+diesel::joinable!(agent_grants -> agents (agent_id));
+diesel::allow_tables_to_appear_in_same_query!(agents, agent_keys, agent_grants, capabilities);
+diesel::joinable!(agents -> organizations (org_id));
+diesel::allow_tables_to_appear_in_same_query!(agents, organizations);
+diesel::allow_tables_to_appear_in_same_query!(agent_grants, organizations);

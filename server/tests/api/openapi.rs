@@ -37,7 +37,7 @@ fn every_operation_has_a_verb_resource_id_a_permission_note_and_an_error_schema(
             assert!(
                 [
                     "get", "list", "create", "update", "delete", "replace", "verify", "revoke",
-                    "rotate"
+                    "rotate", "suspend", "reactivate", "acknowledge", "resolve", "grant"
                 ]
                 .contains(&verb),
                 "{method} {path}: operation id `{id}` is not <verb>_<resource>"
