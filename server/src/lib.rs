@@ -4,17 +4,22 @@
 //! the same way ([`startup::Application`]).
 
 pub mod accounts;
+pub mod agents;
+pub mod alerts;
 pub mod audit;
+pub mod capabilities;
 pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod db;
+pub mod decisions;
 pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod schema;
+pub mod signing;
 pub mod startup;
 pub mod telemetry;

@@ -31,6 +31,14 @@ pub struct Metrics {
     pool_connections: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
+    decision_batch: Histogram,
+    decisions: Family<DecisionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub reason: &'static str,
+    pub allowed: &'static str,
 }
 
 impl Metrics {
@@ -46,6 +54,18 @@ impl Metrics {
         let pool_connections = Gauge::default();
         let pool_idle = Gauge::default();
         let pool_max = Gauge::default();
+        let decision_batch = Histogram::new([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]);
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "decision_batch_size",
+            "Decisions committed per transaction by the decision writer",
+            decision_batch.clone(),
+        );
+        registry.register(
+            "decisions",
+            "Signed-action decisions recorded, by reason",
+            decisions.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -74,6 +94,8 @@ impl Metrics {
             pool_connections,
             pool_idle,
             pool_max,
+            decision_batch,
+            decisions,
         })
     }
 
@@ -81,6 +103,21 @@ impl Metrics {
     pub fn observe_request(&self, labels: RequestLabels, seconds: f64) {
         self.latency.get_or_create(&labels).observe(seconds);
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Records the size of one decision batch.
+    pub fn observe_decision_batch(&self, size: usize) {
+        self.decision_batch.observe(size as f64);
+    }
+
+    /// Counts one recorded decision.
+    pub fn count_decision(&self, reason: &'static str, allowed: bool) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                reason,
+                allowed: if allowed { "true" } else { "false" },
+            })
+            .inc();
     }
 
     /// The exposition text, with the pool gauges read now.

@@ -60,7 +60,6 @@ diesel::table! {
 diesel::joinable!(users -> organizations (org_id));
 diesel::joinable!(refresh_tokens -> users (user_id));
 diesel::joinable!(api_keys -> users (created_by));
-diesel::allow_tables_to_appear_in_same_query!(organizations, users, refresh_tokens, api_keys);
 
 diesel::table! {
     agents (id) {
@@ -76,13 +75,20 @@ diesel::table! {
         public_key -> Text,
         requested_capabilities -> Text,
         metadata -> Text,
-        trust_score -> Double,
-        actions_allowed -> BigInt,
-        actions_denied -> BigInt,
         created_by -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
         activated_at -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    agent_stats (agent_id) {
+        agent_id -> Text,
+        trust_score -> Double,
+        actions_allowed -> BigInt,
+        actions_denied -> BigInt,
+        incidents -> BigInt,
         last_seen_at -> Nullable<BigInt>,
     }
 }
@@ -161,7 +167,19 @@ diesel::table! {
 
 diesel::joinable!(agent_keys -> agents (agent_id));
 diesel::joinable!(agent_grants -> agents (agent_id));
-diesel::allow_tables_to_appear_in_same_query!(agents, agent_keys, agent_grants, capabilities);
+diesel::joinable!(agent_stats -> agents (agent_id));
 diesel::joinable!(agents -> organizations (org_id));
-diesel::allow_tables_to_appear_in_same_query!(agents, organizations);
-diesel::allow_tables_to_appear_in_same_query!(agent_grants, organizations);
+diesel::allow_tables_to_appear_in_same_query!(
+    organizations,
+    users,
+    refresh_tokens,
+    api_keys,
+    agents,
+    agent_stats,
+    agent_keys,
+    agent_challenges,
+    agent_grants,
+    capabilities,
+    action_nonces,
+    trust_events,
+);

@@ -16,6 +16,8 @@ use utoipa_actix_web::AppExt;
 
 use crate::auth::limiter::{LimiterConfig, LoginLimiter};
 use crate::auth::tokens::AccessTokens;
+use crate::decisions::{DecisionWriter, WriterSettings};
+use crate::signing::KeyRing;
 use crate::config::{Config, SecretSource};
 use crate::db::{Database, DbError};
 use crate::http::middleware::{envelope, HttpSettings};
@@ -33,6 +35,10 @@ pub struct AppState {
     pub openapi_json: String,
     pub access_tokens: AccessTokens,
     pub login_limiter: LoginLimiter,
+    /// The server's own signing keys (agent tokens, receipts, JWKS).
+    pub signing: KeyRing,
+    /// The single writer that records signed-action decisions.
+    pub decisions: DecisionWriter,
 }
 
 /// Why the server could not start.
@@ -40,6 +46,8 @@ pub struct AppState {
 pub enum StartError {
     #[error("database: {0}")]
     Database(#[from] DbError),
+    #[error("cannot start the decision writer: {0}")]
+    Writer(std::io::Error),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -98,7 +106,24 @@ impl Application {
         });
         // Warm the dummy hash so the first unknown-email login costs no extra time.
         crate::auth::password::prepare_dummy(config.bcrypt_cost);
+        let signing = KeyRing::new(
+            &config.secret_key,
+            &config.public_url,
+            config.signing_key_rotation_secs,
+            config.agent_token_ttl_secs.max(config.receipt_ttl_secs),
+        );
+        let decisions = DecisionWriter::start(
+            db.clone(),
+            WriterSettings {
+                max_age_secs: config.action_max_age_secs,
+                max_skew_secs: config.action_max_skew_secs,
+            },
+            metrics.clone(),
+        )
+        .map_err(StartError::Writer)?;
         let state = web::Data::new(AppState {
+            signing,
+            decisions,
             db,
             metrics,
             openapi_json: openapi::document_json(),

@@ -20,17 +20,24 @@ CREATE TABLE agents (
     public_key TEXT NOT NULL,
     requested_capabilities TEXT NOT NULL,
     metadata TEXT NOT NULL,
-    trust_score DOUBLE PRECISION NOT NULL,
-    actions_allowed BIGINT NOT NULL DEFAULT 0,
-    actions_denied BIGINT NOT NULL DEFAULT 0,
     created_by TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     updated_at BIGINT NOT NULL,
     activated_at BIGINT,
-    last_seen_at BIGINT,
     UNIQUE (org_id, name)
 );
 CREATE INDEX agents_org ON agents (org_id, created_at);
+
+-- What the decision writer updates for every decision, apart from the identity row.
+CREATE TABLE agent_stats (
+    agent_id TEXT PRIMARY KEY NOT NULL REFERENCES agents(id),
+    trust_score DOUBLE PRECISION NOT NULL,
+    actions_allowed BIGINT NOT NULL DEFAULT 0,
+    actions_denied BIGINT NOT NULL DEFAULT 0,
+    -- Capability violations, replays and bad signatures, for the trust score.
+    incidents BIGINT NOT NULL DEFAULT 0,
+    last_seen_at BIGINT
+);
 
 CREATE TABLE agent_keys (
     key_id TEXT PRIMARY KEY NOT NULL,

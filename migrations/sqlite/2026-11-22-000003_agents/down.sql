@@ -4,5 +4,6 @@ DROP TABLE agent_grants;
 DROP TABLE capabilities;
 DROP TABLE agent_challenges;
 DROP TABLE agent_keys;
+DROP TABLE agent_stats;
 DROP TABLE agents;
 ALTER TABLE organizations DROP COLUMN enforcement;

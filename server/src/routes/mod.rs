@@ -1,11 +1,16 @@
 //! Route registration. The OpenAPI document is generated from exactly this
 //! registration, so a route cannot exist without being documented.
 
+pub mod actions;
+pub mod agents;
+pub mod alerts;
 pub mod api_keys;
 pub mod audit;
 pub mod auth;
+pub mod capabilities;
 pub mod docs;
 pub mod health;
+pub mod jwks;
 pub mod users;
 
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -33,5 +38,30 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(api_keys::list_api_keys)
         .service(api_keys::delete_api_key)
         .service(audit::list_audit_records)
-        .service(audit::verify_audit_chain);
+        .service(audit::verify_audit_chain)
+        .service(agents::create_agent)
+        .service(agents::list_agents)
+        .service(agents::get_agent)
+        .service(agents::update_agent)
+        .service(agents::suspend_agent)
+        .service(agents::reactivate_agent)
+        .service(agents::revoke_agent)
+        .service(agents::list_agent_keys)
+        .service(agents::rotate_agent_key)
+        .service(agents::create_agent_challenge)
+        .service(agents::verify_agent_challenge)
+        .service(actions::verify_action)
+        .service(capabilities::list_capabilities)
+        .service(capabilities::create_capability)
+        .service(capabilities::get_capability)
+        .service(capabilities::update_capability)
+        .service(capabilities::grant_capability)
+        .service(capabilities::list_agent_grants)
+        .service(capabilities::revoke_agent_grant)
+        .service(capabilities::get_enforcement_mode)
+        .service(capabilities::replace_enforcement_mode)
+        .service(alerts::list_alerts)
+        .service(alerts::get_alert)
+        .service(alerts::acknowledge_alert)
+        .service(alerts::resolve_alert);
 }

@@ -108,6 +108,8 @@ pub struct TestApp {
     pub sdk: agentid::Client,
     handle: ServerHandle,
     pub db: TestDb,
+    /// The audience of signed statements (`AGENTID_PUBLIC_URL`).
+    pub public_url: String,
 }
 
 impl TestApp {
@@ -175,6 +177,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         vars.push(((*k).to_owned(), (*v).to_owned()));
     }
     let config = Config::from_vars(vars).expect("test configuration is valid");
+    let public_url = config.public_url.clone();
     let app = Application::build(config).expect("server starts");
     let address = format!("http://{}", app.address());
     let handle = app.handle();
@@ -185,6 +188,7 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         http: reqwest::Client::new(),
         handle,
         db,
+        public_url,
     }
 }
 
@@ -414,5 +418,48 @@ impl TestApp {
             body["id"].as_str().unwrap().to_owned(),
             body["key"].as_str().unwrap().to_owned(),
         )
+    }
+}
+
+/// A second server process-equivalent on the same database (a replica): its own
+/// listener, pool, caches and decision writer.
+pub struct Replica {
+    pub address: String,
+    pub http: reqwest::Client,
+    handle: ServerHandle,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        drop(self.handle.stop(false));
+    }
+}
+
+impl TestApp {
+    /// Starts another server on this app's database and data directory (so it
+    /// shares the development secret too).
+    pub async fn spawn_replica(&self) -> Replica {
+        let mut vars = self.db.vars();
+        vars.push(("AGENTID_LISTEN".to_owned(), "127.0.0.1:0".to_owned()));
+        vars.push(("AGENTID_WORKERS".to_owned(), "2".to_owned()));
+        vars.push(("AGENTID_DB_POOL_SIZE".to_owned(), "4".to_owned()));
+        vars.push(("AGENTID_BCRYPT_COST".to_owned(), "4".to_owned()));
+        vars.push(("AGENTID_PUBLIC_URL".to_owned(), self.public_url.clone()));
+        let config = Config::from_vars(vars).expect("replica configuration is valid");
+        let app = Application::build(config).expect("replica starts");
+        let address = format!("http://{}", app.address());
+        let handle = app.handle();
+        tokio::spawn(app.run_until_stopped());
+        Replica {
+            address,
+            http: reqwest::Client::new(),
+            handle,
+        }
     }
 }

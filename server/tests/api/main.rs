@@ -9,10 +9,15 @@
 
 mod helpers;
 
+mod actions;
+mod agents;
+mod alerts;
+mod capabilities;
 mod docs_ui;
 mod durability;
 mod errors;
 mod foundation;
+mod jwks;
 mod openapi;
 mod people;
 mod process;

@@ -1,0 +1,632 @@
+//! The hot path's durable half: one writer thread that turns candidate decisions
+//! into recorded ones, many at a time, in one transaction each.
+//!
+//! A request handler parses the envelope, verifies the signature and checks
+//! audience and freshness (all CPU work, no locks), then hands a [`Candidate`] to
+//! the [`DecisionWriter`] and waits. The writer takes everything that has queued up
+//! (up to [`MAX_BATCH`]) and, in one write transaction:
+//!
+//! 1. re-reads every agent in the batch (status, current key, trust score, the
+//!    organization's enforcement mode), so a suspension, revocation or rotation
+//!    committed by any replica before this transaction is honoured; nothing caches
+//!    these,
+//! 2. consumes the nonces of the statements still standing, deduplicating inside the
+//!    batch first (the first wins) and then with one `INSERT .. ON CONFLICT DO
+//!    NOTHING RETURNING`, so exactly one submission of a nonce is ever accepted,
+//!    across batches and replicas (the primary key decides),
+//! 3. evaluates grants, resource patterns and minimum trust,
+//! 4. appends one audit record per decision to each organization's hash chain
+//!    (organizations in sorted order, so two replicas never deadlock on heads),
+//! 5. records trust events and raises alerts, updates the agents' counters,
+//!
+//! commits, and only then answers every waiting handler. No answer precedes its
+//! commit; a crash before the commit loses only unanswered requests. If a batch
+//! fails as a whole, each of its candidates is retried alone, so one bad record
+//! cannot fail its neighbours.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+use agentid_protocol::{DecisionReason, Enforcement};
+use diesel::prelude::*;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::alerts::{self, AlertKind, NewAlert, Severity};
+use crate::audit::{self, ActorType, NewEvent, Outcome};
+use crate::capabilities::{self, GrantCheck, GrantView};
+use crate::db::{write_transaction, Database, DbConn};
+use crate::error::{ApiError, ErrorCode};
+use crate::metrics::Metrics;
+use crate::schema::{
+    action_nonces, agent_grants, agent_stats, agents, capabilities as caps, organizations,
+    trust_events,
+};
+
+/// Most candidates decided in one transaction.
+pub const MAX_BATCH: usize = 256;
+/// How many candidates may wait for the writer before new ones are refused (503).
+pub const QUEUE_CAPACITY: usize = 8192;
+/// Bad signatures within [`BURST_WINDOW_MS`] that raise a burst alert.
+pub const BAD_SIGNATURE_BURST: i64 = 5;
+pub const BURST_WINDOW_MS: i64 = 60_000;
+/// How often consumed nonces older than the freshness window are pruned.
+const PRUNE_EVERY_MS: i64 = 60_000;
+
+/// The interim trust score (see `docs/trust.md`): a Laplace-smoothed ratio of
+/// allowed actions to all outcomes, where each incident (capability violation,
+/// replay, bad signature) weighs 3. An agent with no history scores 50: no evidence
+/// either way. Rounded to one decimal.
+pub fn trust_score(allowed: i64, incidents: i64) -> f64 {
+    let allowed = allowed.max(0) as f64;
+    let incidents = incidents.max(0) as f64;
+    let score = 100.0 * (allowed + 1.0) / (allowed + 3.0 * incidents + 2.0);
+    (score * 10.0).round() / 10.0
+}
+
+/// A statement whose stateless checks are done, waiting to be decided and recorded.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub org_id: String,
+    pub agent_id: String,
+    /// The key id the signature claims.
+    pub key_id: String,
+    /// The first failure of the checks done before the writer (key as the handler
+    /// saw it, signature, audience, freshness), if any.
+    pub pre: Option<DecisionReason>,
+    pub capability: String,
+    pub resource: Option<String>,
+    pub args_digest: Option<String>,
+    pub nonce: String,
+    pub iat: i64,
+    pub envelope_sha256: String,
+    pub request_id: Option<String>,
+}
+
+/// A decision that is in the audit log.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub decision_id: String,
+    pub allowed: bool,
+    pub reason: DecisionReason,
+    pub enforcement: Enforcement,
+    /// Absent when the statement was not authenticated.
+    pub trust_score: Option<f64>,
+    pub audit_seq: i64,
+    pub audit_hash: String,
+    pub decided_at_ms: i64,
+}
+
+/// Freshness settings the writer needs for pruning.
+#[derive(Debug, Clone, Copy)]
+pub struct WriterSettings {
+    pub max_age_secs: i64,
+    pub max_skew_secs: i64,
+}
+
+struct Job {
+    candidate: Candidate,
+    reply: oneshot::Sender<Result<Recorded, ApiError>>,
+}
+
+/// The handle handlers submit candidates through. Dropping the last handle stops the
+/// writer after it has answered what it holds.
+#[derive(Debug, Clone)]
+pub struct DecisionWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("candidate", &self.candidate).finish()
+    }
+}
+
+impl DecisionWriter {
+    /// Starts the writer thread.
+    pub fn start(
+        db: Database,
+        settings: WriterSettings,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<DecisionWriter> {
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        std::thread::Builder::new()
+            .name("decision-writer".into())
+            .spawn(move || run(db, settings, metrics, rx))?;
+        Ok(DecisionWriter { tx })
+    }
+
+    /// Decides and records `candidate`; returns once it is committed.
+    pub async fn submit(&self, candidate: Candidate) -> Result<Recorded, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .try_send(Job { candidate, reply })
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::DatabaseUnavailable,
+                    "The decision log is saturated; retry shortly.",
+                )
+            })?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal("the decision writer stopped"))?
+    }
+}
+
+fn run(db: Database, settings: WriterSettings, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Job>) {
+    let mut last_prune = 0i64;
+    while let Some(first) = rx.blocking_recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        metrics.observe_decision_batch(jobs.len());
+        let now = crate::clock::now_ms();
+        let candidates: Vec<&Candidate> = jobs.iter().map(|j| &j.candidate).collect();
+        let results = match decide_batch(&db, &candidates, now) {
+            Ok(results) => results,
+            Err(error) if jobs.len() > 1 => {
+                tracing::warn!(error = %error, batch = jobs.len(), "decision batch failed; deciding one by one");
+                candidates
+                    .iter()
+                    .map(|c| match decide_batch(&db, &[*c], now) {
+                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(ApiError::internal("empty batch result"))),
+                        Err(e) => Err(e),
+                    })
+                    .collect()
+            }
+            Err(error) => vec![Err(error)],
+        };
+        for (job, result) in jobs.into_iter().zip(results) {
+            // The handler may have gone (client disconnected): the decision stands.
+            let _ = job.reply.send(result);
+        }
+        if now - last_prune >= PRUNE_EVERY_MS {
+            last_prune = now;
+            if let Err(error) = prune_nonces(&db, settings, now) {
+                tracing::warn!(error = %error, "pruning consumed nonces failed");
+            }
+        }
+    }
+    tracing::debug!("decision writer stopped");
+}
+
+/// Deletes consumed nonces whose issued-at is outside the freshness window (plus a
+/// minute), so they can never be accepted again anyway.
+fn prune_nonces(db: &Database, settings: WriterSettings, now_ms: i64) -> Result<(), ApiError> {
+    let horizon = now_ms / 1000 - settings.max_age_secs - settings.max_skew_secs - 60;
+    let mut conn = db.get()?;
+    diesel::delete(action_nonces::table.filter(action_nonces::issued_at.lt(horizon)))
+        .execute(&mut *conn)
+        .map_err(ApiError::internal)?;
+    Ok(())
+}
+
+/// The fresh view of an agent inside the batch transaction.
+#[derive(Debug, Clone)]
+struct AgentNow {
+    org_id: String,
+    status: String,
+    key_id: String,
+    trust_score: f64,
+    allowed: i64,
+    incidents: i64,
+    enforcement: Enforcement,
+}
+
+/// Per-agent changes made by a batch.
+#[derive(Debug, Default)]
+struct AgentDelta {
+    allowed: i64,
+    denied: i64,
+    incidents: i64,
+    bad_signatures: i64,
+}
+
+fn decide_batch(
+    db: &Database,
+    candidates: &[&Candidate],
+    now: i64,
+) -> Result<Vec<Result<Recorded, ApiError>>, ApiError> {
+    let mut conn = db.get()?;
+    write_transaction(&mut conn, |conn| decide_in(conn, candidates, now))
+}
+
+fn decide_in(
+    conn: &mut DbConn,
+    candidates: &[&Candidate],
+    now: i64,
+) -> Result<Vec<Result<Recorded, ApiError>>, ApiError> {
+    // 1. Fresh agent state.
+    let ids: Vec<&str> = candidates
+        .iter()
+        .map(|c| c.agent_id.as_str())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let rows: Vec<(String, String, String, String, f64, i64, i64, String)> = agents::table
+        .inner_join(organizations::table)
+        .inner_join(agent_stats::table)
+        .filter(agents::id.eq_any(&ids))
+        .select((
+            agents::id,
+            agents::org_id,
+            agents::status,
+            agents::key_id,
+            agent_stats::trust_score,
+            agent_stats::actions_allowed,
+            agent_stats::incidents,
+            organizations::enforcement,
+        ))
+        .load(conn)
+        .map_err(ApiError::internal)?;
+    let agents_now: HashMap<String, AgentNow> = rows
+        .into_iter()
+        .map(|(id, org_id, status, key_id, trust_score, allowed, incidents, enforcement)| {
+            let enforcement = Enforcement::parse(&enforcement).unwrap_or(Enforcement::Enforce);
+            (
+                id,
+                AgentNow {
+                    org_id,
+                    status,
+                    key_id,
+                    trust_score,
+                    allowed,
+                    incidents,
+                    enforcement,
+                },
+            )
+        })
+        .collect();
+
+    // 2. Identity, key, signature, audience, freshness.
+    let mut reasons: Vec<Option<DecisionReason>> = candidates
+        .iter()
+        .map(|c| {
+            let agent = agents_now.get(&c.agent_id)?;
+            let status = match agent.status.as_str() {
+                "active" => None,
+                "pending" => Some(DecisionReason::AgentPending),
+                "suspended" => Some(DecisionReason::AgentSuspended),
+                _ => Some(DecisionReason::AgentRevoked),
+            };
+            Some(status.unwrap_or_else(|| {
+                if c.key_id != agent.key_id {
+                    // Rotated after the handler looked: the key it verified is retired.
+                    match c.pre {
+                        Some(r @ (DecisionReason::UnknownKey | DecisionReason::KeyRevoked)) => r,
+                        _ => DecisionReason::KeyRetired,
+                    }
+                } else {
+                    // `Allowed` stands for "passed so far" until the checks below.
+                    c.pre.unwrap_or(DecisionReason::Allowed)
+                }
+            }))
+        })
+        .collect();
+
+    // 3. Nonces: first in the batch wins, then the primary key decides.
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut to_insert: Vec<usize> = Vec::new();
+    for (i, c) in candidates.iter().enumerate() {
+        if reasons[i] != Some(DecisionReason::Allowed) {
+            continue;
+        }
+        if seen.insert((c.agent_id.as_str(), c.nonce.as_str())) {
+            to_insert.push(i);
+        } else {
+            reasons[i] = Some(DecisionReason::ReplayedNonce);
+        }
+    }
+    if !to_insert.is_empty() {
+        let accepted = insert_nonces(conn, candidates, &to_insert)?;
+        for i in to_insert {
+            if !accepted.contains(&i) {
+                reasons[i] = Some(DecisionReason::ReplayedNonce);
+            }
+        }
+    }
+
+    // 4. Grants and minimum trust for what still stands.
+    let standing: Vec<usize> = (0..candidates.len())
+        .filter(|&i| reasons[i] == Some(DecisionReason::Allowed))
+        .collect();
+    if !standing.is_empty() {
+        let agent_ids: Vec<&str> = standing.iter().map(|&i| candidates[i].agent_id.as_str()).collect();
+        let grant_rows: Vec<(String, String, Option<String>, Option<i64>, Option<i64>)> =
+            agent_grants::table
+                .filter(agent_grants::agent_id.eq_any(&agent_ids))
+                .filter(agent_grants::revoked_at.is_null())
+                .select((
+                    agent_grants::agent_id,
+                    agent_grants::capability,
+                    agent_grants::resource_pattern,
+                    agent_grants::expires_at,
+                    agent_grants::revoked_at,
+                ))
+                .load(conn)
+                .map_err(ApiError::internal)?;
+        let mut grants: HashMap<String, Vec<GrantView>> = HashMap::new();
+        for (agent_id, capability, resource_pattern, expires_at, revoked_at) in grant_rows {
+            grants.entry(agent_id).or_default().push(GrantView {
+                capability,
+                resource_pattern,
+                expires_at,
+                revoked_at,
+            });
+        }
+        let orgs: Vec<&str> = standing.iter().map(|&i| candidates[i].org_id.as_str()).collect();
+        let names: Vec<&str> = standing.iter().map(|&i| candidates[i].capability.as_str()).collect();
+        let minimums: HashMap<(String, String), i32> = caps::table
+            .filter(caps::org_id.eq_any(&orgs))
+            .filter(caps::name.eq_any(&names))
+            .select((caps::org_id, caps::name, caps::min_trust))
+            .load::<(String, String, i32)>(conn)
+            .map_err(ApiError::internal)?
+            .into_iter()
+            .map(|(o, n, m)| ((o, n), m))
+            .collect();
+        for i in standing {
+            let c = candidates[i];
+            let agent_grants = grants.get(&c.agent_id).map(Vec::as_slice).unwrap_or(&[]);
+            let check = capabilities::evaluate(agent_grants, &c.capability, c.resource.as_deref(), now);
+            reasons[i] = Some(match check {
+                GrantCheck::NotGranted => DecisionReason::CapabilityNotGranted,
+                GrantCheck::ResourceNotInScope => DecisionReason::ResourceNotInScope,
+                GrantCheck::Granted => {
+                    let minimum = minimums
+                        .get(&(c.org_id.clone(), c.capability.clone()))
+                        .copied()
+                        .unwrap_or(0);
+                    let score = agents_now.get(&c.agent_id).map_or(0.0, |a| a.trust_score);
+                    if score < f64::from(minimum) {
+                        DecisionReason::TrustBelowMinimum
+                    } else {
+                        DecisionReason::Allowed
+                    }
+                }
+            });
+        }
+    }
+
+    // 5. Record, organization by organization in a fixed order (chain-head locks).
+    let mut by_org: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, c) in candidates.iter().enumerate() {
+        if reasons[i].is_some() {
+            by_org.entry(c.org_id.as_str()).or_default().push(i);
+        }
+    }
+    let mut results: Vec<Option<Result<Recorded, ApiError>>> = (0..candidates.len()).map(|_| None).collect();
+    let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
+    for (org_id, indexes) in by_org {
+        for i in indexes {
+            let c = candidates[i];
+            let Some(reason) = reasons[i] else { continue };
+            let Some(agent) = agents_now.get(&c.agent_id) else { continue };
+            if agent.org_id != c.org_id {
+                // Agents never move between organizations; refuse rather than guess.
+                results[i] = Some(Err(ApiError::not_found()));
+                continue;
+            }
+            let enforcement = agent.enforcement;
+            let allowed = reason == DecisionReason::Allowed
+                || (reason.is_policy() && enforcement == Enforcement::Monitor);
+            let authenticated = !matches!(
+                reason,
+                DecisionReason::UnknownKey
+                    | DecisionReason::KeyRetired
+                    | DecisionReason::KeyRevoked
+                    | DecisionReason::NonCanonicalSignature
+                    | DecisionReason::BadSignature
+            );
+            let trust = authenticated.then_some(agent.trust_score);
+            let record = audit::append(
+                conn,
+                org_id,
+                &NewEvent {
+                    actor_type: ActorType::Agent,
+                    actor_id: Some(&c.agent_id),
+                    action: if allowed { "action.allowed" } else { "action.denied" },
+                    target_type: Some("capability"),
+                    target_id: Some(&c.capability),
+                    outcome: if allowed { Outcome::Success } else { Outcome::Denied },
+                    details: serde_json::json!({
+                        "reason": reason.as_str(),
+                        "resource": c.resource,
+                        "args_digest": c.args_digest,
+                        "envelope_sha256": c.envelope_sha256,
+                        "key_id": c.key_id,
+                        "nonce": c.nonce,
+                        "iat": c.iat,
+                        "enforcement": enforcement.as_str(),
+                        "trust_score": trust,
+                    }),
+                    request_id: c.request_id.as_deref(),
+                },
+                now,
+            )
+            .map_err(ApiError::internal)?;
+            let delta = deltas.entry(c.agent_id.as_str()).or_default();
+            if allowed {
+                delta.allowed += 1;
+            } else {
+                delta.denied += 1;
+            }
+            side_effects(conn, c, reason, enforcement, now, delta)?;
+            results[i] = Some(Ok(Recorded {
+                decision_id: record.id,
+                allowed,
+                reason,
+                enforcement,
+                trust_score: trust,
+                audit_seq: record.seq,
+                audit_hash: record.hash,
+                decided_at_ms: now,
+            }));
+        }
+    }
+
+    // 6. Counters, trust score, bursts.
+    for (agent_id, delta) in &deltas {
+        let Some(agent) = agents_now.get(*agent_id) else { continue };
+        let allowed = agent.allowed + delta.allowed;
+        let incidents = agent.incidents + delta.incidents;
+        diesel::update(agent_stats::table.find(*agent_id))
+            .set((
+                agent_stats::actions_allowed.eq(agent_stats::actions_allowed + delta.allowed),
+                agent_stats::actions_denied.eq(agent_stats::actions_denied + delta.denied),
+                agent_stats::incidents.eq(agent_stats::incidents + delta.incidents),
+                agent_stats::trust_score.eq(trust_score(allowed, incidents)),
+                agent_stats::last_seen_at.eq(now),
+            ))
+            .execute(conn)
+            .map_err(ApiError::internal)?;
+        if delta.bad_signatures > 0 {
+            let recent: i64 = trust_events::table
+                .filter(trust_events::agent_id.eq(*agent_id))
+                .filter(trust_events::kind.eq("bad_signature"))
+                .filter(trust_events::occurred_at.gt(now - BURST_WINDOW_MS))
+                .count()
+                .get_result(conn)
+                .map_err(ApiError::internal)?;
+            if recent >= BAD_SIGNATURE_BURST {
+                alerts::raise(
+                    conn,
+                    &NewAlert {
+                        org_id: &agent.org_id,
+                        agent_id: Some(agent_id),
+                        kind: AlertKind::BadSignatureBurst,
+                        severity: Severity::High,
+                        summary: &format!(
+                            "{recent} statements with bad signatures in the last minute"
+                        ),
+                        details: serde_json::json!({ "count": recent, "window_ms": BURST_WINDOW_MS }),
+                    },
+                    now,
+                    None,
+                )
+                .map_err(ApiError::internal)?;
+            }
+        }
+    }
+
+    Ok(results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(ApiError::not_found())))
+        .collect())
+}
+
+/// Inserts the nonces of `indexes`, returning the indexes whose nonce was not
+/// already consumed. Each insert is a unique-index probe inside the open transaction.
+fn insert_nonces(
+    conn: &mut DbConn,
+    candidates: &[&Candidate],
+    indexes: &[usize],
+) -> Result<HashSet<usize>, ApiError> {
+    let mut accepted = HashSet::new();
+    for &i in indexes {
+        let c = candidates[i];
+        if consume_nonce(conn, &c.agent_id, &c.nonce, c.iat).map_err(ApiError::internal)? {
+            accepted.insert(i);
+        }
+    }
+    Ok(accepted)
+}
+
+/// Records `nonce` as used by `agent_id`: true if it was unused. `ON CONFLICT DO
+/// NOTHING` keeps a duplicate from aborting the caller's transaction, and the
+/// primary key makes the answer the same on every replica.
+pub fn consume_nonce(
+    conn: &mut DbConn,
+    agent_id: &str,
+    nonce: &str,
+    issued_at: i64,
+) -> QueryResult<bool> {
+    let query = diesel::insert_into(action_nonces::table)
+        .values((
+            action_nonces::agent_id.eq(agent_id),
+            action_nonces::nonce.eq(nonce),
+            action_nonces::issued_at.eq(issued_at),
+        ))
+        .on_conflict_do_nothing();
+    // The upsert clause exists per backend, not on the multi-backend connection.
+    let inserted = match conn {
+        DbConn::Postgres(c) => query.execute(c)?,
+        DbConn::Sqlite(c) => query.execute(c)?,
+    };
+    Ok(inserted == 1)
+}
+
+/// Trust events and alerts for a decision's reason.
+fn side_effects(
+    conn: &mut DbConn,
+    c: &Candidate,
+    reason: DecisionReason,
+    enforcement: Enforcement,
+    now: i64,
+    delta: &mut AgentDelta,
+) -> Result<(), ApiError> {
+    let (kind, alert) = match reason {
+        DecisionReason::CapabilityNotGranted | DecisionReason::ResourceNotInScope => (
+            "capability_violation",
+            Some((AlertKind::CapabilityViolation, Severity::High)),
+        ),
+        DecisionReason::ReplayedNonce => ("replay", Some((AlertKind::Replay, Severity::High))),
+        DecisionReason::BadSignature | DecisionReason::NonCanonicalSignature => {
+            delta.bad_signatures += 1;
+            ("bad_signature", None)
+        }
+        _ => return Ok(()),
+    };
+    delta.incidents += 1;
+    let details = serde_json::json!({
+        "reason": reason.as_str(),
+        "capability": c.capability,
+        "resource": c.resource,
+        "envelope_sha256": c.envelope_sha256,
+        "enforcement": enforcement.as_str(),
+    });
+    diesel::insert_into(trust_events::table)
+        .values((
+            trust_events::id.eq(uuid::Uuid::new_v4().to_string()),
+            trust_events::org_id.eq(&c.org_id),
+            trust_events::agent_id.eq(&c.agent_id),
+            trust_events::kind.eq(kind),
+            trust_events::details.eq(details.to_string()),
+            trust_events::occurred_at.eq(now),
+        ))
+        .execute(conn)
+        .map_err(ApiError::internal)?;
+    if let Some((alert_kind, severity)) = alert {
+        alerts::raise(
+            conn,
+            &NewAlert {
+                org_id: &c.org_id,
+                agent_id: Some(&c.agent_id),
+                kind: alert_kind,
+                severity,
+                summary: &format!("{}: {}", reason.as_str(), c.capability),
+                details,
+            },
+            now,
+            c.request_id.as_deref(),
+        )
+        .map_err(ApiError::internal)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trust_score_starts_neutral_and_moves_with_evidence() {
+        assert_eq!(trust_score(0, 0), 50.0);
+        assert!(trust_score(100, 0) > 95.0);
+        assert!(trust_score(10, 5) < trust_score(10, 0));
+        assert!(trust_score(0, 10) < 5.0);
+    }
+}
