@@ -28,13 +28,28 @@ mod tests {
 
     #[test]
     fn accepts_namespace_action_only() {
-        for ok in ["email:send", "files:read", "db.prod:query_v2", "a:b", "k8s:pod-exec"] {
+        for ok in [
+            "email:send",
+            "files:read",
+            "db.prod:query_v2",
+            "a:b",
+            "k8s:pod-exec",
+        ] {
             assert!(is_valid_name(ok), "{ok}");
         }
         let long = format!("{}:x", "a".repeat(65));
         for bad in [
-            "", "email", ":send", "email:", "Email:send", "email:send:all", "email send:x",
-            "-x:y", "x:.y", "é:x", &long,
+            "",
+            "email",
+            ":send",
+            "email:",
+            "Email:send",
+            "email:send:all",
+            "email send:x",
+            "-x:y",
+            "x:.y",
+            "é:x",
+            &long,
         ] {
             assert!(!is_valid_name(bad), "{bad}");
         }

@@ -124,8 +124,9 @@ pub struct ParsedEnvelope {
 }
 
 impl ParsedEnvelope {
-    /// Checks size, nesting, duplicate and unknown members, payload type, base64url
-    /// and signature count and encoding, in that order, and decodes the payload.
+    /// Checks size, nesting, duplicate and unknown members, payload type, base64url,
+    /// payload size, signature count and encoding, and that no two signatures name the
+    /// same key id, in that order, and decodes the payload.
     pub fn parse(bytes: &[u8]) -> Result<ParsedEnvelope, ProtocolError> {
         if bytes.len() > MAX_ENVELOPE_BYTES {
             return Err(ProtocolError::new(
@@ -187,6 +188,16 @@ impl ParsedEnvelope {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let repeated = signatures
+            .iter()
+            .enumerate()
+            .any(|(i, s)| signatures[..i].iter().any(|t| t.keyid == s.keyid));
+        if repeated {
+            return Err(ProtocolError::new(
+                ProtocolErrorKind::WrongSignatureCount,
+                "the signatures must be by distinct keys (distinct keyids)",
+            ));
+        }
         Ok(ParsedEnvelope {
             payload_type,
             payload,
@@ -266,10 +277,12 @@ impl Envelope {
 
 fn hex_lower(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 #[cfg(test)]
@@ -294,9 +307,37 @@ mod tests {
         assert_eq!(parsed.payload, b"{}");
         parsed.verify(&key).unwrap();
         assert_eq!(
-            parsed.expect_type(PayloadType::KeyRotation).unwrap_err().kind,
+            parsed
+                .expect_type(PayloadType::KeyRotation)
+                .unwrap_err()
+                .kind,
             ProtocolErrorKind::WrongPayloadType
         );
+    }
+
+    #[test]
+    fn refuses_two_signatures_by_the_same_key_id() {
+        // A key rotation needs the current and the new key: one key signing twice
+        // (or a second signature copying the first one's keyid) is one signer.
+        let signing = SigningKey::from_bytes(&[3u8; 32]);
+        let other = SigningKey::from_bytes(&[4u8; 32]);
+        let twice = Envelope::sign(PayloadType::KeyRotation, b"{}", &[&signing, &signing]);
+        assert_eq!(
+            ParsedEnvelope::parse(twice.to_json().as_bytes())
+                .unwrap_err()
+                .kind,
+            ProtocolErrorKind::WrongSignatureCount
+        );
+        let mut copied = Envelope::sign(PayloadType::KeyRotation, b"{}", &[&signing, &other]);
+        copied.signatures[1].keyid = copied.signatures[0].keyid.clone();
+        assert_eq!(
+            ParsedEnvelope::parse(copied.to_json().as_bytes())
+                .unwrap_err()
+                .kind,
+            ProtocolErrorKind::WrongSignatureCount
+        );
+        let both = Envelope::sign(PayloadType::KeyRotation, b"{}", &[&signing, &other]);
+        assert!(ParsedEnvelope::parse(both.to_json().as_bytes()).is_ok());
     }
 
     #[test]

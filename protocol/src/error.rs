@@ -124,7 +124,9 @@ impl ErrorCode {
             | ErrorCode::WeakPassword
             | ErrorCode::InvalidEnvelope
             | ErrorCode::WeakPublicKey => 400,
-            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials | ErrorCode::InvalidProof => 401,
+            ErrorCode::Unauthorized | ErrorCode::InvalidCredentials | ErrorCode::InvalidProof => {
+                401
+            }
             ErrorCode::Forbidden => 403,
             ErrorCode::Conflict | ErrorCode::InvalidState => 409,
             ErrorCode::RateLimited => 429,

@@ -84,7 +84,10 @@ mod tests {
 
     #[test]
     fn refuses_duplicates_even_when_spelled_with_escapes() {
-        assert_eq!(kind(r#"{"a":1,"a":2}"#), Some(ProtocolErrorKind::DuplicateKey));
+        assert_eq!(
+            kind(r#"{"a":1,"a":2}"#),
+            Some(ProtocolErrorKind::DuplicateKey)
+        );
         assert_eq!(
             kind(r#"{"a":1,"\u0061":2}"#),
             Some(ProtocolErrorKind::DuplicateKey)
@@ -94,8 +97,14 @@ mod tests {
 
     #[test]
     fn refuses_unknown_members_trailing_data_and_deep_nesting() {
-        assert_eq!(kind(r#"{"a":1,"c":2}"#), Some(ProtocolErrorKind::InvalidPayload));
-        assert_eq!(kind(r#"{"a":1} x"#), Some(ProtocolErrorKind::InvalidPayload));
+        assert_eq!(
+            kind(r#"{"a":1,"c":2}"#),
+            Some(ProtocolErrorKind::InvalidPayload)
+        );
+        assert_eq!(
+            kind(r#"{"a":1} x"#),
+            Some(ProtocolErrorKind::InvalidPayload)
+        );
         let deep = format!("{}{}", "[".repeat(9), "]".repeat(9));
         assert_eq!(
             check_depth(deep.as_bytes()).unwrap_err().kind,

@@ -121,7 +121,9 @@ impl ActionPayload {
         let p: ActionPayload = parse_strict(bytes, ProtocolErrorKind::InvalidPayload)?;
         check_common(&p.agent_id, &p.aud, p.iat)?;
         if !capability::is_valid_name(&p.action) {
-            return Err(invalid("action must be a capability name, namespace:action"));
+            return Err(invalid(
+                "action must be a capability name, namespace:action",
+            ));
         }
         if let Some(resource) = &p.resource {
             check_len("resource", resource, MAX_RESOURCE_LEN)?;

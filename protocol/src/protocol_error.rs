@@ -11,7 +11,7 @@ pub enum ProtocolErrorKind {
     EnvelopeTooLarge,
     /// The decoded payload is larger than [`crate::envelope::MAX_PAYLOAD_BYTES`].
     PayloadTooLarge,
-    /// JSON nested deeper than [`crate::envelope::MAX_DEPTH`].
+    /// JSON nested deeper than [`crate::json::MAX_DEPTH`].
     NestingTooDeep,
     /// A JSON object names the same member twice.
     DuplicateKey,
@@ -25,7 +25,8 @@ pub enum ProtocolErrorKind {
     WrongPayloadType,
     /// The payload is not the JSON object its type defines, or a field is out of range.
     InvalidPayload,
-    /// Too few or too many signatures for the payload type.
+    /// Too few or too many signatures for the payload type, or two signatures naming
+    /// the same key id.
     WrongSignatureCount,
     /// A signature is not 64 bytes, or its key id is empty or too long.
     InvalidSignatureEncoding,

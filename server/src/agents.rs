@@ -195,9 +195,8 @@ impl NewAgent {
     ) -> Result<NewAgent, ApiError> {
         let name = validate_name(name)?;
         let description = validate_description(description.unwrap_or_default())?;
-        let public_key = PublicKey::from_b64url(public_key).map_err(|e| {
-            ApiError::new(ErrorCode::WeakPublicKey, format!("`public_key`: {e}."))
-        })?;
+        let public_key = PublicKey::from_b64url(public_key)
+            .map_err(|e| ApiError::new(ErrorCode::WeakPublicKey, format!("`public_key`: {e}.")))?;
         let mut caps = requested_capabilities;
         if caps.len() > MAX_REQUESTED_CAPABILITIES {
             return Err(ApiError::invalid(format!(
@@ -516,7 +515,9 @@ pub fn transition(
     ctx: &AuditCtx<'_>,
 ) -> Result<Agent, ApiError> {
     if reason.is_some_and(|r| r.chars().count() > 500) {
-        return Err(ApiError::invalid("`reason` must be at most 500 characters."));
+        return Err(ApiError::invalid(
+            "`reason` must be at most 500 characters.",
+        ));
     }
     let agent = get(conn, org_id, agent_id)?;
     let activated = agent.activated_at.is_some();
@@ -617,33 +618,35 @@ pub fn list_keys(
     agent_id: &str,
 ) -> Result<Vec<AgentKey>, ApiError> {
     get(conn, org_id, agent_id)?;
-    let rows: Vec<(String, String, String, i64, Option<i64>, Option<i64>)> = agent_keys::table
+    let rows: Vec<KeyRow> = agent_keys::table
         .filter(agent_keys::agent_id.eq(agent_id))
         .filter(agent_keys::org_id.eq(org_id))
         .order(agent_keys::created_at.desc())
-        .select((
-            agent_keys::key_id,
-            agent_keys::public_key,
-            agent_keys::status,
-            agent_keys::created_at,
-            agent_keys::retired_at,
-            agent_keys::revoked_at,
-        ))
+        .select(KeyRow::as_select())
         .load(conn)
         .map_err(ApiError::internal)?;
     Ok(rows
         .into_iter()
-        .map(
-            |(key_id, public_key, status, created_at, retired_at, revoked_at)| AgentKey {
-                key_id,
-                public_key,
-                status,
-                created_at: crate::clock::rfc3339(created_at),
-                retired_at: retired_at.map(crate::clock::rfc3339),
-                revoked_at: revoked_at.map(crate::clock::rfc3339),
-            },
-        )
+        .map(|row| AgentKey {
+            key_id: row.key_id,
+            public_key: row.public_key,
+            status: row.status,
+            created_at: crate::clock::rfc3339(row.created_at),
+            retired_at: row.retired_at.map(crate::clock::rfc3339),
+            revoked_at: row.revoked_at.map(crate::clock::rfc3339),
+        })
         .collect())
+}
+
+#[derive(Debug, Queryable, Selectable)]
+#[diesel(table_name = agent_keys)]
+struct KeyRow {
+    key_id: String,
+    public_key: String,
+    status: String,
+    created_at: i64,
+    retired_at: Option<i64>,
+    revoked_at: Option<i64>,
 }
 
 /// The state of a key that is not the agent's current one, for a precise denial:
@@ -709,9 +712,11 @@ pub fn create_challenge(
         .map_err(ApiError::internal)?;
     let keep = (MAX_OUTSTANDING_CHALLENGES - 1).max(0) as usize;
     if outstanding.len() > keep {
-        diesel::delete(agent_challenges::table.filter(agent_challenges::id.eq_any(&outstanding[keep..])))
-            .execute(conn)
-            .map_err(ApiError::internal)?;
+        diesel::delete(
+            agent_challenges::table.filter(agent_challenges::id.eq_any(&outstanding[keep..])),
+        )
+        .execute(conn)
+        .map_err(ApiError::internal)?;
     }
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
@@ -846,7 +851,14 @@ pub fn rotate_key(
         ))
         .execute(conn)
         .map_err(ApiError::internal)?;
-    insert_key(conn, &agent.org_id, &agent.id, &new_key_id, &new_public, ctx.now)?;
+    insert_key(
+        conn,
+        &agent.org_id,
+        &agent.id,
+        &new_key_id,
+        &new_public,
+        ctx.now,
+    )?;
     ctx.record(
         conn,
         &agent.org_id,

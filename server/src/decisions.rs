@@ -117,7 +117,9 @@ pub struct DecisionWriter {
 
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Job").field("candidate", &self.candidate).finish()
+        f.debug_struct("Job")
+            .field("candidate", &self.candidate)
+            .finish()
     }
 }
 
@@ -138,14 +140,12 @@ impl DecisionWriter {
     /// Decides and records `candidate`; returns once it is committed.
     pub async fn submit(&self, candidate: Candidate) -> Result<Recorded, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.tx
-            .try_send(Job { candidate, reply })
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorCode::DatabaseUnavailable,
-                    "The decision log is saturated; retry shortly.",
-                )
-            })?;
+        self.tx.try_send(Job { candidate, reply }).map_err(|_| {
+            ApiError::new(
+                ErrorCode::DatabaseUnavailable,
+                "The decision log is saturated; retry shortly.",
+            )
+        })?;
         answer
             .await
             .map_err(|_| ApiError::internal("the decision writer stopped"))?
@@ -172,7 +172,9 @@ fn run(db: Database, settings: WriterSettings, metrics: Arc<Metrics>, mut rx: mp
                 candidates
                     .iter()
                     .map(|c| match decide_batch(&db, &[*c], now) {
-                        Ok(mut one) => one.pop().unwrap_or_else(|| Err(ApiError::internal("empty batch result"))),
+                        Ok(mut one) => one
+                            .pop()
+                            .unwrap_or_else(|| Err(ApiError::internal("empty batch result"))),
                         Err(e) => Err(e),
                     })
                     .collect()
@@ -216,6 +218,11 @@ struct AgentNow {
     enforcement: Enforcement,
 }
 
+/// (id, org, status, key id, trust score, allowed, incidents, enforcement)
+type AgentNowRow = (String, String, String, String, f64, i64, i64, String);
+/// (agent id, capability, pattern, expires at, revoked at)
+type GrantRow = (String, String, Option<String>, Option<i64>, Option<i64>);
+
 /// Per-agent changes made by a batch.
 #[derive(Debug, Default)]
 struct AgentDelta {
@@ -246,7 +253,7 @@ fn decide_in(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
-    let rows: Vec<(String, String, String, String, f64, i64, i64, String)> = agents::table
+    let rows: Vec<AgentNowRow> = agents::table
         .inner_join(organizations::table)
         .inner_join(agent_stats::table)
         .filter(agents::id.eq_any(&ids))
@@ -264,21 +271,23 @@ fn decide_in(
         .map_err(ApiError::internal)?;
     let agents_now: HashMap<String, AgentNow> = rows
         .into_iter()
-        .map(|(id, org_id, status, key_id, trust_score, allowed, incidents, enforcement)| {
-            let enforcement = Enforcement::parse(&enforcement).unwrap_or(Enforcement::Enforce);
-            (
-                id,
-                AgentNow {
-                    org_id,
-                    status,
-                    key_id,
-                    trust_score,
-                    allowed,
-                    incidents,
-                    enforcement,
-                },
-            )
-        })
+        .map(
+            |(id, org_id, status, key_id, trust_score, allowed, incidents, enforcement)| {
+                let enforcement = Enforcement::parse(&enforcement).unwrap_or(Enforcement::Enforce);
+                (
+                    id,
+                    AgentNow {
+                        org_id,
+                        status,
+                        key_id,
+                        trust_score,
+                        allowed,
+                        incidents,
+                        enforcement,
+                    },
+                )
+            },
+        )
         .collect();
 
     // 2. Identity, key, signature, audience, freshness.
@@ -334,20 +343,22 @@ fn decide_in(
         .filter(|&i| reasons[i] == Some(DecisionReason::Allowed))
         .collect();
     if !standing.is_empty() {
-        let agent_ids: Vec<&str> = standing.iter().map(|&i| candidates[i].agent_id.as_str()).collect();
-        let grant_rows: Vec<(String, String, Option<String>, Option<i64>, Option<i64>)> =
-            agent_grants::table
-                .filter(agent_grants::agent_id.eq_any(&agent_ids))
-                .filter(agent_grants::revoked_at.is_null())
-                .select((
-                    agent_grants::agent_id,
-                    agent_grants::capability,
-                    agent_grants::resource_pattern,
-                    agent_grants::expires_at,
-                    agent_grants::revoked_at,
-                ))
-                .load(conn)
-                .map_err(ApiError::internal)?;
+        let agent_ids: Vec<&str> = standing
+            .iter()
+            .map(|&i| candidates[i].agent_id.as_str())
+            .collect();
+        let grant_rows: Vec<GrantRow> = agent_grants::table
+            .filter(agent_grants::agent_id.eq_any(&agent_ids))
+            .filter(agent_grants::revoked_at.is_null())
+            .select((
+                agent_grants::agent_id,
+                agent_grants::capability,
+                agent_grants::resource_pattern,
+                agent_grants::expires_at,
+                agent_grants::revoked_at,
+            ))
+            .load(conn)
+            .map_err(ApiError::internal)?;
         let mut grants: HashMap<String, Vec<GrantView>> = HashMap::new();
         for (agent_id, capability, resource_pattern, expires_at, revoked_at) in grant_rows {
             grants.entry(agent_id).or_default().push(GrantView {
@@ -357,8 +368,14 @@ fn decide_in(
                 revoked_at,
             });
         }
-        let orgs: Vec<&str> = standing.iter().map(|&i| candidates[i].org_id.as_str()).collect();
-        let names: Vec<&str> = standing.iter().map(|&i| candidates[i].capability.as_str()).collect();
+        let orgs: Vec<&str> = standing
+            .iter()
+            .map(|&i| candidates[i].org_id.as_str())
+            .collect();
+        let names: Vec<&str> = standing
+            .iter()
+            .map(|&i| candidates[i].capability.as_str())
+            .collect();
         let minimums: HashMap<(String, String), i32> = caps::table
             .filter(caps::org_id.eq_any(&orgs))
             .filter(caps::name.eq_any(&names))
@@ -371,7 +388,8 @@ fn decide_in(
         for i in standing {
             let c = candidates[i];
             let agent_grants = grants.get(&c.agent_id).map(Vec::as_slice).unwrap_or(&[]);
-            let check = capabilities::evaluate(agent_grants, &c.capability, c.resource.as_deref(), now);
+            let check =
+                capabilities::evaluate(agent_grants, &c.capability, c.resource.as_deref(), now);
             reasons[i] = Some(match check {
                 GrantCheck::NotGranted => DecisionReason::CapabilityNotGranted,
                 GrantCheck::ResourceNotInScope => DecisionReason::ResourceNotInScope,
@@ -398,13 +416,16 @@ fn decide_in(
             by_org.entry(c.org_id.as_str()).or_default().push(i);
         }
     }
-    let mut results: Vec<Option<Result<Recorded, ApiError>>> = (0..candidates.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<Recorded, ApiError>>> =
+        (0..candidates.len()).map(|_| None).collect();
     let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
     for (org_id, indexes) in by_org {
         for i in indexes {
             let c = candidates[i];
             let Some(reason) = reasons[i] else { continue };
-            let Some(agent) = agents_now.get(&c.agent_id) else { continue };
+            let Some(agent) = agents_now.get(&c.agent_id) else {
+                continue;
+            };
             if agent.org_id != c.org_id {
                 // Agents never move between organizations; refuse rather than guess.
                 results[i] = Some(Err(ApiError::not_found()));
@@ -413,14 +434,18 @@ fn decide_in(
             let enforcement = agent.enforcement;
             let allowed = reason == DecisionReason::Allowed
                 || (reason.is_policy() && enforcement == Enforcement::Monitor);
-            let authenticated = !matches!(
-                reason,
-                DecisionReason::UnknownKey
-                    | DecisionReason::KeyRetired
-                    | DecisionReason::KeyRevoked
-                    | DecisionReason::NonCanonicalSignature
-                    | DecisionReason::BadSignature
-            );
+            // The score is shown only to a statement the agent's current key signed.
+            let authenticated = c.key_id == agent.key_id
+                && !matches!(
+                    c.pre,
+                    Some(
+                        DecisionReason::UnknownKey
+                            | DecisionReason::KeyRetired
+                            | DecisionReason::KeyRevoked
+                            | DecisionReason::NonCanonicalSignature
+                            | DecisionReason::BadSignature
+                    )
+                );
             let trust = authenticated.then_some(agent.trust_score);
             let record = audit::append(
                 conn,
@@ -428,10 +453,18 @@ fn decide_in(
                 &NewEvent {
                     actor_type: ActorType::Agent,
                     actor_id: Some(&c.agent_id),
-                    action: if allowed { "action.allowed" } else { "action.denied" },
+                    action: if allowed {
+                        "action.allowed"
+                    } else {
+                        "action.denied"
+                    },
                     target_type: Some("capability"),
                     target_id: Some(&c.capability),
-                    outcome: if allowed { Outcome::Success } else { Outcome::Denied },
+                    outcome: if allowed {
+                        Outcome::Success
+                    } else {
+                        Outcome::Denied
+                    },
                     details: serde_json::json!({
                         "reason": reason.as_str(),
                         "resource": c.resource,
@@ -470,7 +503,9 @@ fn decide_in(
 
     // 6. Counters, trust score, bursts.
     for (agent_id, delta) in &deltas {
-        let Some(agent) = agents_now.get(*agent_id) else { continue };
+        let Some(agent) = agents_now.get(*agent_id) else {
+            continue;
+        };
         let allowed = agent.allowed + delta.allowed;
         let incidents = agent.incidents + delta.incidents;
         diesel::update(agent_stats::table.find(*agent_id))

@@ -25,7 +25,12 @@ use crate::routes;
         (name = "auth", description = "Login, sessions and the caller's identity"),
         (name = "users", description = "The organization and its users"),
         (name = "api-keys", description = "API keys for programs"),
-        (name = "audit", description = "The hash-chained audit log")
+        (name = "audit", description = "The hash-chained audit log"),
+        (name = "agents", description = "Agents: registration, proof of possession, lifecycle and key rotation"),
+        (name = "actions", description = "Signed actions: verify and decide (the hot path)"),
+        (name = "capabilities", description = "The capability catalogue, agents' grants and the enforcement mode"),
+        (name = "alerts", description = "Security alerts: list, acknowledge, resolve"),
+        (name = "keys", description = "The server's public signing keys (JWKS)")
     ),
     modifiers(&SecuritySchemes),
     components(schemas(agentid_protocol::ErrorBody, agentid_protocol::ErrorDetail, agentid_protocol::ErrorCode))

@@ -178,10 +178,9 @@ fn finish(response: ServiceResponse<BoxBody>, request_id: &Arc<str>) -> ServiceR
     } else {
         None
     };
-    let is_docs = response.request().path().starts_with("/docs");
     let request_id = request_id.clone();
     response.map_body(move |head, body| {
-        set_standard_headers(&mut head.headers, &request_id, is_docs);
+        set_standard_headers(&mut head.headers, &request_id);
         match envelope {
             Some(json) => {
                 head.headers.insert(
@@ -210,7 +209,7 @@ fn envelope_json(code: ErrorCode, message: String, request_id: &str) -> String {
     })
 }
 
-fn set_standard_headers(headers: &mut HeaderMap, request_id: &str, is_docs: bool) {
+fn set_standard_headers(headers: &mut HeaderMap, request_id: &str) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
@@ -233,7 +232,9 @@ fn set_standard_headers(headers: &mut HeaderMap, request_id: &str, is_docs: bool
             HeaderValue::from_static(API_CSP),
         );
     }
-    if !is_docs || !headers.contains_key(header::CACHE_CONTROL) {
+    // Answers are not cacheable unless the handler says otherwise on purpose (the
+    // docs assets and the JWKS do).
+    if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
 }
@@ -292,7 +293,7 @@ impl ResponseError for FinalError {
                 self.message.clone(),
                 &self.request_id,
             ));
-        set_standard_headers(response.headers_mut(), &self.request_id, false);
+        set_standard_headers(response.headers_mut(), &self.request_id);
         if self.code == ErrorCode::RequestTimeout {
             response
                 .headers_mut()

@@ -100,6 +100,7 @@ pub async fn verify_action(
 
     // (4), (9)-(11) and the audit record: decided and committed by the writer.
     let envelope_sha256 = envelope.digest();
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
     let ActionPayload {
         agent_id,
         action,
@@ -122,7 +123,7 @@ pub async fn verify_action(
             nonce,
             iat,
             envelope_sha256: envelope_sha256.clone(),
-            request_id: req.extensions().get::<RequestId>().map(|r| r.0.to_string()),
+            request_id,
         })
         .await?;
     state
@@ -199,7 +200,9 @@ fn load_key_view(
 fn message(reason: DecisionReason, allowed: bool) -> &'static str {
     match (reason, allowed) {
         (DecisionReason::Allowed, _) => "Every check passed.",
-        (_, true) => "Monitoring mode: the policy check failed, the action was allowed and recorded.",
+        (_, true) => {
+            "Monitoring mode: the policy check failed, the action was allowed and recorded."
+        }
         (DecisionReason::AgentPending, _) => "The agent has not proved possession of its key yet.",
         (DecisionReason::AgentSuspended, _) => "The agent is suspended.",
         (DecisionReason::AgentRevoked, _) => "The agent is revoked.",
@@ -212,9 +215,15 @@ fn message(reason: DecisionReason, allowed: bool) -> &'static str {
         (DecisionReason::IssuedAtTooOld, _) => "The statement is too old.",
         (DecisionReason::IssuedAtInFuture, _) => "The statement is dated in the future.",
         (DecisionReason::ReplayedNonce, _) => "The nonce was already used.",
-        (DecisionReason::CapabilityNotGranted, _) => "The agent has no live grant for this capability.",
-        (DecisionReason::ResourceNotInScope, _) => "No grant of this capability covers the resource.",
-        (DecisionReason::TrustBelowMinimum, _) => "The agent's trust score is below the capability's minimum.",
+        (DecisionReason::CapabilityNotGranted, _) => {
+            "The agent has no live grant for this capability."
+        }
+        (DecisionReason::ResourceNotInScope, _) => {
+            "No grant of this capability covers the resource."
+        }
+        (DecisionReason::TrustBelowMinimum, _) => {
+            "The agent's trust score is below the capability's minimum."
+        }
         (_, false) => "Denied.",
     }
 }

@@ -51,6 +51,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(agents::create_agent_challenge)
         .service(agents::verify_agent_challenge)
         .service(actions::verify_action)
+        .service(jwks::get_jwks)
         .service(capabilities::list_capabilities)
         .service(capabilities::create_capability)
         .service(capabilities::get_capability)

@@ -188,3 +188,165 @@ async fn no_secret_appears_in_any_log_line() {
         }
     }
 }
+
+/// POSTs JSON (or a raw envelope) and returns status and body.
+async fn post(
+    http: &reqwest::Client,
+    url: String,
+    bearer: Option<&str>,
+    body: String,
+) -> (u16, serde_json::Value) {
+    let mut request = http
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or_default())
+}
+
+async fn acknowledged_decisions_survive_kill_9(backend: Backend) {
+    use crate::agents::{answer, new_key, public_b64, TestAgent};
+
+    let db = TestDb::new(backend);
+    let vars = server_vars(&db);
+    create_owner(&vars, "Acme", "owner@example.com", OWNER_PW);
+    let http = reqwest::Client::new();
+    let server = ServerProcess::start(&db.dir, &vars);
+    let base = server.address.clone();
+    let tokens = login(&http, &base, "owner@example.com", OWNER_PW).await;
+    let owner = tokens["access_token"].as_str().unwrap().to_owned();
+
+    let (status, _) = post(
+        &http,
+        format!("{base}/api/v1/capabilities"),
+        Some(&owner),
+        serde_json::json!({"name": "files:read", "description": "read", "risk_level": "low", "min_trust": 0}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let key = new_key();
+    let (status, agent) = post(
+        &http,
+        format!("{base}/api/v1/agents"),
+        Some(&owner),
+        serde_json::json!({"name": "crash-test", "public_key": public_b64(&key)}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = agent["id"].as_str().unwrap().to_owned();
+    let (status, challenge) = post(
+        &http,
+        format!("{base}/api/v1/agents/{id}/challenge"),
+        None,
+        String::new(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let (status, _) = post(
+        &http,
+        format!("{base}/api/v1/agents/{id}/verify"),
+        None,
+        answer(&id, &challenge, &key),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = post(
+        &http,
+        format!("{base}/api/v1/agents/{id}/grants"),
+        Some(&owner),
+        serde_json::json!({"capability": "files:read"}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+
+    // Many decisions in flight at once (so batches form), then kill -9 right after
+    // the last answer.
+    let agent = TestAgent {
+        id: id.clone(),
+        key,
+        audience: challenge["audience"].as_str().unwrap().to_owned(),
+    };
+    let envelopes: Vec<String> = (0..40)
+        .map(|i| agent.sign(&agent.action("files:read", Some(&format!("/data/{i}")))))
+        .collect();
+    let mut tasks = Vec::new();
+    for envelope in envelopes.clone() {
+        let http = http.clone();
+        let url = format!("{base}/api/v1/actions/verify");
+        tasks.push(tokio::spawn(async move {
+            post(&http, url, None, envelope).await
+        }));
+    }
+    let mut decisions = Vec::new();
+    for task in tasks {
+        let (status, decision) = task.await.unwrap();
+        assert_eq!(status, 200);
+        assert_eq!(decision["allowed"], true, "{decision}");
+        decisions.push(decision);
+    }
+    server.signal("KILL");
+    drop(server);
+
+    let server = ServerProcess::start(&db.dir, &vars);
+    let base = server.address.clone();
+    let tokens = login(&http, &base, "owner@example.com", OWNER_PW).await;
+    let owner = tokens["access_token"].as_str().unwrap().to_owned();
+    // Every acknowledged decision is in the chain, with its id and position.
+    let page: serde_json::Value = http
+        .get(format!(
+            "{base}/api/v1/audit?agent_id={id}&action=action.allowed&limit=500"
+        ))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let stored: std::collections::HashMap<String, i64> = page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().to_owned(),
+                r["seq"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    for decision in &decisions {
+        let id = decision["decision_id"].as_str().unwrap();
+        assert_eq!(
+            stored.get(id),
+            decision["audit_seq"].as_i64().as_ref(),
+            "{id}"
+        );
+    }
+    // Their nonces stay consumed: replaying any of them is refused.
+    for envelope in envelopes.iter().take(5) {
+        let (status, decision) = post(
+            &http,
+            format!("{base}/api/v1/actions/verify"),
+            None,
+            envelope.clone(),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(decision["reason"], "replayed_nonce");
+    }
+    let report: serde_json::Value = http
+        .get(format!("{base}/api/v1/audit/verify"))
+        .bearer_auth(&owner)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["valid"], true, "{report}");
+}
+crate::both_backends!(acknowledged_decisions_survive_kill_9);

@@ -36,8 +36,20 @@ fn every_operation_has_a_verb_resource_id_a_permission_note_and_an_error_schema(
             let verb = id.split('_').next().unwrap_or_default();
             assert!(
                 [
-                    "get", "list", "create", "update", "delete", "replace", "verify", "revoke",
-                    "rotate", "suspend", "reactivate", "acknowledge", "resolve", "grant"
+                    "get",
+                    "list",
+                    "create",
+                    "update",
+                    "delete",
+                    "replace",
+                    "verify",
+                    "revoke",
+                    "rotate",
+                    "suspend",
+                    "reactivate",
+                    "acknowledge",
+                    "resolve",
+                    "grant"
                 ]
                 .contains(&verb),
                 "{method} {path}: operation id `{id}` is not <verb>_<resource>"
