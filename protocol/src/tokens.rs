@@ -10,7 +10,6 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 /// The JWT `typ` header of an agent access token.
 pub const AGENT_TOKEN_TYPE: &str = "agentid-agent+jwt";
@@ -164,11 +163,7 @@ pub struct ReceiptClaims {
 /// `x_b64url` must be the base64url encoding of the key (the alphabet needs no JSON
 /// escaping, so the string is used as is).
 pub fn jwk_thumbprint(x_b64url: &str) -> String {
-    let mut hasher = Sha256::new();
-    hasher.update(br#"{"crv":"Ed25519","kty":"OKP","x":""#);
-    hasher.update(x_b64url.as_bytes());
-    hasher.update(br#""}"#);
-    URL_SAFE_NO_PAD.encode(hasher.finalize())
+    crate::keys::jwk_thumbprint(x_b64url)
 }
 
 /// The RFC 7638 thumbprint of a raw 32-byte Ed25519 public key.

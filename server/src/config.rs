@@ -102,6 +102,18 @@ pub struct Config {
     pub bcrypt_cost: u32,
     pub access_token_ttl_secs: i64,
     pub refresh_token_ttl_secs: i64,
+    /// Lifetime of agent access tokens, in seconds.
+    pub agent_token_ttl_secs: i64,
+    /// How long each derived server signing key signs before the next one takes over.
+    pub signing_key_rotation_secs: i64,
+    /// Lifetime of decision receipts, in seconds.
+    pub receipt_ttl_secs: i64,
+    /// How old a signed action's issued-at may be, in seconds.
+    pub action_max_age_secs: i64,
+    /// How far in the future a signed action's issued-at may be, in seconds.
+    pub action_max_skew_secs: i64,
+    /// Lifetime of a proof-of-possession challenge, in seconds.
+    pub challenge_ttl_secs: i64,
 }
 
 /// Where the secret key came from.
@@ -152,6 +164,12 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("AGENTID_BCRYPT_COST", "12", "bcrypt cost for passwords (4 to 31; at least 10 in production)."),
     ("AGENTID_ACCESS_TOKEN_TTL_S", "900", "Lifetime of user access tokens (JWT), in seconds (60 to 86400)."),
     ("AGENTID_REFRESH_TOKEN_TTL_S", "2592000", "Lifetime of a session's refresh token, in seconds (renewed at each rotation)."),
+    ("AGENTID_AGENT_TOKEN_TTL", "900", "Lifetime of agent access tokens (EdDSA JWT), in seconds (60 to 86400)."),
+    ("AGENTID_SIGNING_KEY_ROTATION", "604800", "How long each server signing key signs before the next takes over, in seconds (60 to 31536000). Keys are derived from AGENTID_SECRET_KEY; see docs/tokens.md."),
+    ("AGENTID_RECEIPT_TTL", "2592000", "How long a decision receipt stays verifiable, in seconds (60 to 31536000). Old signing keys stay in the JWKS this long."),
+    ("AGENTID_ACTION_MAX_AGE", "300", "How old a signed action's issued-at may be, in seconds (1 to 3600)."),
+    ("AGENTID_ACTION_MAX_SKEW", "30", "How far in the future a signed action's issued-at may be (clock skew), in seconds (0 to 300)."),
+    ("AGENTID_CHALLENGE_TTL", "120", "Lifetime of a proof-of-possession challenge, in seconds (10 to 900)."),
 ];
 
 impl Config {
@@ -313,6 +331,40 @@ impl Config {
             ));
         }
 
+        let agent_token_ttl_secs = parse_num(
+            get("AGENTID_AGENT_TOKEN_TTL"),
+            "AGENTID_AGENT_TOKEN_TTL",
+            900,
+            60,
+            86_400,
+        )?;
+        let receipt_ttl_secs = parse_num(
+            get("AGENTID_RECEIPT_TTL"),
+            "AGENTID_RECEIPT_TTL",
+            2_592_000,
+            60,
+            31_536_000,
+        )?;
+        let signing_key_rotation_secs = parse_num(
+            get("AGENTID_SIGNING_KEY_ROTATION"),
+            "AGENTID_SIGNING_KEY_ROTATION",
+            604_800,
+            60,
+            31_536_000,
+        )?;
+        let retention_secs = agent_token_ttl_secs.max(receipt_ttl_secs);
+        let published =
+            crate::signing::published_key_count(signing_key_rotation_secs, retention_secs);
+        if published > crate::signing::MAX_PUBLISHED_KEYS {
+            return Err(invalid(
+                "AGENTID_SIGNING_KEY_ROTATION",
+                format!(
+                    "{signing_key_rotation_secs} s is too short for tokens and receipts that live {retention_secs} s: the JWKS would hold {published} keys (at most {}); rotate less often or shorten AGENTID_RECEIPT_TTL",
+                    crate::signing::MAX_PUBLISHED_KEYS
+                ),
+            ));
+        }
+
         Ok(Config {
             environment,
             listen,
@@ -373,6 +425,30 @@ impl Config {
                 2_592_000,
                 3_600,
                 31_536_000,
+            )?,
+            agent_token_ttl_secs,
+            signing_key_rotation_secs,
+            receipt_ttl_secs,
+            action_max_age_secs: parse_num(
+                get("AGENTID_ACTION_MAX_AGE"),
+                "AGENTID_ACTION_MAX_AGE",
+                300,
+                1,
+                3_600,
+            )?,
+            action_max_skew_secs: parse_num(
+                get("AGENTID_ACTION_MAX_SKEW"),
+                "AGENTID_ACTION_MAX_SKEW",
+                30,
+                0,
+                300,
+            )?,
+            challenge_ttl_secs: parse_num(
+                get("AGENTID_CHALLENGE_TTL"),
+                "AGENTID_CHALLENGE_TTL",
+                120,
+                10,
+                900,
             )?,
         })
     }
@@ -447,6 +523,15 @@ impl Config {
         line("AGENTID_BCRYPT_COST", &self.bcrypt_cost);
         line("AGENTID_ACCESS_TOKEN_TTL_S", &self.access_token_ttl_secs);
         line("AGENTID_REFRESH_TOKEN_TTL_S", &self.refresh_token_ttl_secs);
+        line("AGENTID_AGENT_TOKEN_TTL", &self.agent_token_ttl_secs);
+        line(
+            "AGENTID_SIGNING_KEY_ROTATION",
+            &self.signing_key_rotation_secs,
+        );
+        line("AGENTID_RECEIPT_TTL", &self.receipt_ttl_secs);
+        line("AGENTID_ACTION_MAX_AGE", &self.action_max_age_secs);
+        line("AGENTID_ACTION_MAX_SKEW", &self.action_max_skew_secs);
+        line("AGENTID_CHALLENGE_TTL", &self.challenge_ttl_secs);
         out
     }
 }
@@ -623,10 +708,77 @@ mod tests {
             ("DATABASE_URL", "mysql://x"),
             ("DATABASE_URL", ":memory:"),
             ("AGENTID_CORS_ORIGINS", "example.com"),
+            ("AGENTID_AGENT_TOKEN_TTL", "59"),
+            ("AGENTID_AGENT_TOKEN_TTL", "86401"),
+            ("AGENTID_SIGNING_KEY_ROTATION", "59"),
+            ("AGENTID_SIGNING_KEY_ROTATION", "31536001"),
+            ("AGENTID_RECEIPT_TTL", "59"),
+            ("AGENTID_RECEIPT_TTL", "1y"),
+            ("AGENTID_ACTION_MAX_AGE", "0"),
+            ("AGENTID_ACTION_MAX_AGE", "3601"),
+            ("AGENTID_ACTION_MAX_SKEW", "-1"),
+            ("AGENTID_ACTION_MAX_SKEW", "301"),
+            ("AGENTID_CHALLENGE_TTL", "9"),
+            ("AGENTID_CHALLENGE_TTL", "901"),
         ] {
             let msg = err(&[(var, value), ("AGENTID_SECRET_KEY", &"k".repeat(40))]);
             assert!(msg.starts_with(var), "{var}={value}: {msg}");
         }
+    }
+
+    #[test]
+    fn token_and_freshness_settings_have_defaults_and_are_described() {
+        let config = Config::from_vars(vars(&[("AGENTID_SECRET_KEY", &"k".repeat(40))])).unwrap();
+        assert_eq!(config.agent_token_ttl_secs, 900);
+        assert_eq!(config.signing_key_rotation_secs, 604_800);
+        assert_eq!(config.receipt_ttl_secs, 2_592_000);
+        assert_eq!(config.action_max_age_secs, 300);
+        assert_eq!(config.action_max_skew_secs, 30);
+        assert_eq!(config.challenge_ttl_secs, 120);
+        let described = config.describe();
+        for line in [
+            "AGENTID_AGENT_TOKEN_TTL=900\n",
+            "AGENTID_SIGNING_KEY_ROTATION=604800\n",
+            "AGENTID_RECEIPT_TTL=2592000\n",
+            "AGENTID_ACTION_MAX_AGE=300\n",
+            "AGENTID_ACTION_MAX_SKEW=30\n",
+            "AGENTID_CHALLENGE_TTL=120\n",
+        ] {
+            assert!(described.contains(line), "{line} in {described}");
+        }
+        let config = Config::from_vars(vars(&[
+            ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+            ("AGENTID_AGENT_TOKEN_TTL", "60"),
+            ("AGENTID_SIGNING_KEY_ROTATION", "60"),
+            ("AGENTID_RECEIPT_TTL", "600"),
+            ("AGENTID_ACTION_MAX_AGE", "1"),
+            ("AGENTID_ACTION_MAX_SKEW", "0"),
+            ("AGENTID_CHALLENGE_TTL", "900"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (
+                config.agent_token_ttl_secs,
+                config.signing_key_rotation_secs,
+                config.receipt_ttl_secs,
+                config.action_max_age_secs,
+                config.action_max_skew_secs,
+                config.challenge_ttl_secs
+            ),
+            (60, 60, 600, 1, 0, 900)
+        );
+    }
+
+    #[test]
+    fn a_rotation_too_short_for_the_receipt_lifetime_is_refused() {
+        // One-minute keys kept for a year would publish half a million keys.
+        let msg = err(&[
+            ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+            ("AGENTID_SIGNING_KEY_ROTATION", "60"),
+            ("AGENTID_RECEIPT_TTL", "31536000"),
+        ]);
+        assert!(msg.starts_with("AGENTID_SIGNING_KEY_ROTATION"), "{msg}");
+        assert!(msg.contains("AGENTID_RECEIPT_TTL"), "{msg}");
     }
 
     #[test]
