@@ -355,12 +355,125 @@ pub fn list(
     after_seq: Option<i64>,
     limit: i64,
 ) -> QueryResult<Vec<AuditRecord>> {
+    let filter = AuditFilter {
+        after_seq,
+        ..AuditFilter::default()
+    };
+    list_filtered(conn, org_id, &filter, limit)
+}
+
+/// Which records [`list_filtered`] returns. Absent fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only records with a greater seq (the last seq of the previous page).
+    pub after_seq: Option<i64>,
+    /// Only records an agent did (`actor_type` `agent` with this `actor_id`) or that
+    /// were done to it (`target_type` `agent` with this `target_id`).
+    pub agent_id: Option<String>,
+    pub action: Option<ActionFilter>,
+    pub outcome: Option<Outcome>,
+    /// Only records that occurred at or after this time (unix ms).
+    pub since_ms: Option<i64>,
+    /// Only records that occurred before this time (unix ms).
+    pub until_ms: Option<i64>,
+}
+
+/// An `action` filter: one dotted name, or every name under a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionFilter {
+    /// Exactly this action, e.g. `auth.login.failed`.
+    Exact(String),
+    /// Every action starting with this text, which ends with a dot (from `auth.*`:
+    /// `auth.`); the bare name without the dot is not included.
+    Prefix(String),
+}
+
+impl ActionFilter {
+    /// The longest filter accepted, in bytes.
+    pub const MAX_LEN: usize = 200;
+
+    /// Reads `name` or `prefix.*`, where names are dot-separated segments of lowercase
+    /// ASCII letters, digits, `_` and `-`. `None` for anything else (including `*`
+    /// alone and empty segments).
+    pub fn parse(s: &str) -> Option<ActionFilter> {
+        if s.len() > Self::MAX_LEN {
+            return None;
+        }
+        let (name, prefix) = match s.strip_suffix(".*") {
+            Some(name) => (name, true),
+            None => (s, false),
+        };
+        let valid = name.split('.').all(|segment| {
+            !segment.is_empty()
+                && segment
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        });
+        match (valid, prefix) {
+            (false, _) => None,
+            (true, false) => Some(ActionFilter::Exact(name.to_owned())),
+            (true, true) => Some(ActionFilter::Prefix(format!("{name}."))),
+        }
+    }
+}
+
+diesel::define_sql_function! {
+    /// `substr(text, start, length)`, 1-based and counted in characters, alike in
+    /// SQLite and PostgreSQL. Prefix matching uses it instead of `LIKE`, which is
+    /// case-insensitive in SQLite and treats `_` as a wildcard.
+    fn substr(
+        text: diesel::sql_types::Text,
+        start: diesel::sql_types::Integer,
+        length: diesel::sql_types::Integer,
+    ) -> diesel::sql_types::Text;
+}
+
+/// At most `limit` of the organization's records matching `filter`, in ascending seq
+/// order. Pass the last seq of one page as `filter.after_seq` to get the next. A
+/// `limit` below 1 yields an empty list.
+pub fn list_filtered(
+    conn: &mut DbConn,
+    org_id: &str,
+    filter: &AuditFilter,
+    limit: i64,
+) -> QueryResult<Vec<AuditRecord>> {
     if limit < 1 {
         return Ok(Vec::new());
     }
-    audit_records::table
+    let mut query = audit_records::table
         .filter(audit_records::org_id.eq(org_id))
-        .filter(audit_records::seq.gt(after_seq.unwrap_or(0)))
+        .filter(audit_records::seq.gt(filter.after_seq.unwrap_or(0)))
+        .into_boxed();
+    if let Some(agent) = &filter.agent_id {
+        query = query.filter(
+            audit_records::actor_type
+                .eq(ActorType::Agent.as_str())
+                .and(audit_records::actor_id.eq(agent))
+                .or(audit_records::target_type
+                    .eq("agent")
+                    .and(audit_records::target_id.eq(agent))),
+        );
+    }
+    match &filter.action {
+        None => {}
+        Some(ActionFilter::Exact(name)) => {
+            query = query.filter(audit_records::action.eq(name));
+        }
+        Some(ActionFilter::Prefix(prefix)) => {
+            let chars = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+            query = query.filter(substr(audit_records::action, 1, chars).eq(prefix));
+        }
+    }
+    if let Some(outcome) = filter.outcome {
+        query = query.filter(audit_records::outcome.eq(outcome.as_str()));
+    }
+    if let Some(since) = filter.since_ms {
+        query = query.filter(audit_records::occurred_at.ge(since));
+    }
+    if let Some(until) = filter.until_ms {
+        query = query.filter(audit_records::occurred_at.lt(until));
+    }
+    query
         .order(audit_records::seq.asc())
         .limit(limit)
         .select(Row::as_select())
@@ -368,6 +481,15 @@ pub fn list(
         .into_iter()
         .map(Row::into_record)
         .collect()
+}
+
+/// The ids of every organization, oldest first, for checking every chain.
+pub fn organization_ids(conn: &mut DbConn) -> QueryResult<Vec<String>> {
+    use crate::schema::organizations;
+    organizations::table
+        .order((organizations::created_at.asc(), organizations::id.asc()))
+        .select(organizations::id)
+        .load(conn)
 }
 
 /// Checks the organization's whole chain: seqs run 1, 2, ... without gaps or extras,
@@ -676,7 +798,221 @@ mod tests {
         concurrent_appends_keep_the_chain,
         rolled_back_append_leaves_no_trace,
         missing_chain_is_not_found,
+        filters_select_records,
     );
+
+    fn filters_select_records(t: TestDb) {
+        const AGENT: &str = "5d1c7c0e-0000-4000-8000-000000000001";
+        const OTHER: &str = "5d1c7c0e-0000-4000-8000-000000000002";
+        let org = t.org();
+        let other_org = t.org();
+        type Spec<'a> = (
+            ActorType,
+            Option<&'a str>,
+            &'a str,
+            Option<(&'a str, &'a str)>,
+            Outcome,
+        );
+        let events: Vec<Spec<'_>> = vec![
+            (
+                ActorType::Agent,
+                Some(AGENT),
+                "action.verified",
+                None,
+                Outcome::Success,
+            ),
+            (
+                ActorType::User,
+                Some("u1"),
+                "agent.suspended",
+                Some(("agent", AGENT)),
+                Outcome::Success,
+            ),
+            (
+                ActorType::Agent,
+                Some(OTHER),
+                "action.verified",
+                None,
+                Outcome::Denied,
+            ),
+            (
+                ActorType::User,
+                Some(AGENT),
+                "auth.login.failed",
+                None,
+                Outcome::Failure,
+            ),
+            (
+                ActorType::User,
+                Some("u1"),
+                "user.updated",
+                Some(("user", AGENT)),
+                Outcome::Success,
+            ),
+            (
+                ActorType::System,
+                None,
+                "actionxverified",
+                None,
+                Outcome::Success,
+            ),
+            (
+                ActorType::Agent,
+                Some(AGENT),
+                "action",
+                None,
+                Outcome::Denied,
+            ),
+            (
+                ActorType::ApiKey,
+                Some("k1"),
+                "api_key.created",
+                Some(("api_key", "k1")),
+                Outcome::Success,
+            ),
+            (
+                ActorType::System,
+                None,
+                "apixkey.created",
+                None,
+                Outcome::Success,
+            ),
+            (
+                ActorType::System,
+                None,
+                "AGENT.created",
+                None,
+                Outcome::Success,
+            ),
+        ];
+        for (n, (actor_type, actor_id, action, target, outcome)) in events.iter().enumerate() {
+            let event = NewEvent {
+                actor_type: *actor_type,
+                actor_id: *actor_id,
+                action,
+                target_type: target.map(|t| t.0),
+                target_id: target.map(|t| t.1),
+                outcome: *outcome,
+                details: json!({}),
+                request_id: None,
+            };
+            for o in [&org, &other_org] {
+                crate::db::write_transaction(&mut t.conn(), |conn| {
+                    append(conn, o, &event, 1_000 * (n as i64 + 1))
+                })
+                .unwrap();
+            }
+        }
+        let seqs = |filter: AuditFilter, limit: i64| -> Vec<i64> {
+            let records = list_filtered(&mut t.conn(), &org, &filter, limit).unwrap();
+            assert!(records.iter().all(|r| r.org_id == org));
+            records.iter().map(|r| r.seq).collect()
+        };
+        let all = AuditFilter::default;
+        assert_eq!(seqs(all(), 100), (1..=10).collect::<Vec<_>>());
+        // Agent: as the actor (agent actor type only) or as an agent target.
+        let agent = AuditFilter {
+            agent_id: Some(AGENT.to_owned()),
+            ..all()
+        };
+        assert_eq!(seqs(agent.clone(), 100), [1, 2, 7]);
+        assert_eq!(
+            seqs(
+                AuditFilter {
+                    after_seq: Some(1),
+                    ..agent.clone()
+                },
+                1
+            ),
+            [2]
+        );
+        // Actions: exact, or a prefix that ends at a dot, case and `_` taken literally.
+        let action = |a: &str| AuditFilter {
+            action: Some(ActionFilter::parse(a).unwrap()),
+            ..all()
+        };
+        assert_eq!(seqs(action("action.verified"), 100), [1, 3]);
+        assert_eq!(seqs(action("action.*"), 100), [1, 3]);
+        assert_eq!(seqs(action("action"), 100), [7]);
+        assert_eq!(seqs(action("agent.*"), 100), [2]);
+        assert_eq!(seqs(action("api_key.*"), 100), [8]);
+        assert_eq!(seqs(action("auth.login.*"), 100), [4]);
+        assert!(seqs(action("auth.login.failed.*"), 100).is_empty());
+        // Outcome and time (since inclusive, until exclusive).
+        assert_eq!(
+            seqs(
+                AuditFilter {
+                    outcome: Some(Outcome::Denied),
+                    ..all()
+                },
+                100
+            ),
+            [3, 7]
+        );
+        assert_eq!(
+            seqs(
+                AuditFilter {
+                    since_ms: Some(3_000),
+                    until_ms: Some(5_000),
+                    ..all()
+                },
+                100
+            ),
+            [3, 4]
+        );
+        // Everything at once.
+        assert_eq!(
+            seqs(
+                AuditFilter {
+                    agent_id: Some(AGENT.to_owned()),
+                    action: ActionFilter::parse("action.*"),
+                    outcome: Some(Outcome::Success),
+                    since_ms: Some(1_000),
+                    until_ms: Some(2_000),
+                    after_seq: None,
+                },
+                100
+            ),
+            [1]
+        );
+        assert!(seqs(agent, 0).is_empty());
+    }
+
+    #[test]
+    fn action_filters_parse() {
+        use ActionFilter::*;
+        assert_eq!(
+            ActionFilter::parse("auth.login.failed"),
+            Some(Exact("auth.login.failed".to_owned()))
+        );
+        assert_eq!(
+            ActionFilter::parse("api_key.*"),
+            Some(Prefix("api_key.".to_owned()))
+        );
+        assert_eq!(
+            ActionFilter::parse("a-b.c_d.*"),
+            Some(Prefix("a-b.c_d.".to_owned()))
+        );
+        for bad in [
+            "",
+            "*",
+            ".*",
+            "auth.",
+            ".auth",
+            "auth..login",
+            "auth.*.x",
+            "Auth.login",
+            "auth*",
+            "auth.%",
+            "auth login",
+            "auth.**",
+            "ä.b",
+        ] {
+            assert_eq!(ActionFilter::parse(bad), None, "{bad}");
+        }
+        assert!(ActionFilter::parse(&"a".repeat(ActionFilter::MAX_LEN)).is_some());
+        assert!(ActionFilter::parse(&"a".repeat(ActionFilter::MAX_LEN + 1)).is_none());
+    }
 
     fn appends_form_a_contiguous_valid_chain(t: TestDb) {
         let org = t.org();

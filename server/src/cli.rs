@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `config check`, `openapi`.
+//! The command line: `serve` (default), `migrate`, `config check`, `openapi`,
+//! `admin create-owner`, `audit verify`.
 //!
 //! Configuration errors end the process with status 2 and a message naming the
 //! variable; nothing starts half-configured.
@@ -40,6 +41,23 @@ enum Command {
     Admin {
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify the hash chain of every organization (or of one), printing one JSON line
+    /// per organization. Exits 0 when every chain is intact, 1 when any is broken, 2 on
+    /// a configuration or usage error, 3 when the database could not be read.
+    Verify {
+        /// Only this organization (its id).
+        #[arg(long, value_name = "ORG_ID")]
+        org: Option<String>,
     },
 }
 
@@ -102,6 +120,9 @@ pub fn main() -> ExitCode {
         Command::Admin {
             command: AdminCommand::CreateOwner { org, email },
         } => create_owner(&org, &email),
+        Command::Audit {
+            command: AuditCommand::Verify { org },
+        } => audit_verify(org.as_deref()),
     }
 }
 
@@ -223,5 +244,74 @@ fn create_owner(org: &str, email: &str) -> ExitCode {
             eprintln!("agentid-server: could not create the owner: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Exit status of `audit verify` when the database could not be read.
+const EXIT_UNREADABLE: u8 = 3;
+
+fn audit_verify(org: Option<&str>) -> ExitCode {
+    let config = match Config::from_process_env() {
+        Ok(c) => c,
+        Err(e) => return config_failure(e),
+    };
+    telemetry::init(config.log_format, &config.log_filter, LogTarget::Stderr);
+    let unreadable = |e: &dyn std::fmt::Display| {
+        eprintln!("agentid-server: could not read the audit log: {e}");
+        ExitCode::from(EXIT_UNREADABLE)
+    };
+    let mut conn = match Database::connect(&config.database).and_then(|db| db.get()) {
+        Ok(conn) => conn,
+        Err(e) => return unreadable(&e),
+    };
+    let all = match crate::audit::organization_ids(&mut conn) {
+        Ok(ids) => ids,
+        Err(e) => return unreadable(&e),
+    };
+    let org_ids = match org {
+        None => all,
+        Some(org) if all.iter().any(|id| id == org) => vec![org.to_owned()],
+        Some(org) => {
+            eprintln!("agentid-server: no organization has the id {org:?}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut broken = 0_usize;
+    for org_id in org_ids {
+        let line = match crate::audit::verify(&mut conn, &org_id) {
+            Ok(report) => {
+                broken += usize::from(!report.valid);
+                serde_json::json!({
+                    "org_id": org_id,
+                    "valid": report.valid,
+                    "records": report.records,
+                    "head_seq": report.head_seq,
+                    "head_hash": report.head_hash,
+                    "first_bad_seq": report.first_bad_seq,
+                    "reason": report.reason,
+                })
+            }
+            // An organization without a head or records: its chain's head was removed.
+            Err(diesel::result::Error::NotFound) => {
+                broken += 1;
+                serde_json::json!({
+                    "org_id": org_id,
+                    "valid": false,
+                    "records": 0,
+                    "head_seq": null,
+                    "head_hash": null,
+                    "first_bad_seq": 0,
+                    "reason": "the organization has no audit chain head",
+                })
+            }
+            Err(e) => return unreadable(&e),
+        };
+        println!("{line}");
+    }
+    if broken == 0 {
+        ExitCode::SUCCESS
+    } else {
+        tracing::error!(audit.broken_chains = broken, "audit chains are broken");
+        ExitCode::FAILURE
     }
 }
