@@ -27,7 +27,9 @@ pub async fn verify_offline(
         .unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.typ.as_deref(), Some(typ));
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("kid is published");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("kid is published");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
     validation.set_audience(&[audience]);
@@ -78,7 +80,11 @@ async fn granted_action_is_allowed_with_an_offline_receipt(backend: Backend) {
     // receipt names, and the chain verifies.
     let seq = decision["audit_seq"].as_i64().unwrap();
     let page: serde_json::Value = app
-        .with(Method::GET, &format!("/api/v1/audit?after={}&limit=1", seq - 1), &owner)
+        .with(
+            Method::GET,
+            &format!("/api/v1/audit?after={}&limit=1", seq - 1),
+            &owner,
+        )
         .send()
         .await
         .unwrap()
@@ -89,7 +95,10 @@ async fn granted_action_is_allowed_with_an_offline_receipt(backend: Backend) {
     assert_eq!(record["id"], decision["decision_id"]);
     assert_eq!(record["action"], "action.allowed");
     assert_eq!(record["hash"], claims["audit_hash"]);
-    assert_eq!(record["details"]["args_digest"], payload.args_digest.clone().unwrap());
+    assert_eq!(
+        record["details"]["args_digest"],
+        payload.args_digest.clone().unwrap()
+    );
     let report: serde_json::Value = app
         .with(Method::GET, "/api/v1/audit/verify", &owner)
         .send()
@@ -108,8 +117,12 @@ async fn granted_action_is_allowed_with_an_offline_receipt(backend: Backend) {
         serde_json::from_slice(&b64::decode(body).unwrap()).unwrap();
     claims_json["allowed"] = false.into();
     let forged = format!("{head}.{}.{sig}", b64::encode(claims_json.to_string()));
-    let jwks: jsonwebtoken::jwk::JwkSet =
-        app.get("/.well-known/jwks.json").await.json().await.unwrap();
+    let jwks: jsonwebtoken::jwk::JwkSet = app
+        .get("/.well-known/jwks.json")
+        .await
+        .json()
+        .await
+        .unwrap();
     let kid = jsonwebtoken::decode_header(&forged).unwrap().kid.unwrap();
     let key = jsonwebtoken::DecodingKey::from_jwk(jwks.find(&kid).unwrap()).unwrap();
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::EdDSA);
@@ -121,8 +134,8 @@ both_backends!(granted_action_is_allowed_with_an_offline_receipt);
 /// Flips `S` to `S + L`: the same signature, non-canonically encoded.
 fn malleate(envelope: &str) -> String {
     const L: [u8; 32] = [
-        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
-        0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde,
+        0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
     ];
     let mut env: Envelope = serde_json::from_str(envelope).unwrap();
     let mut sig = b64::decode(&env.signatures[0].sig).unwrap();
@@ -152,15 +165,24 @@ async fn every_denial_has_its_own_reason(backend: Backend) {
     // Freshness, both sides of the window (defaults: 300 s old, 30 s ahead).
     let mut old = agent.action("email:send", Some("a@example.com"));
     old.iat = now_secs() - 301;
-    assert_eq!(reason(decide(&app, agent.sign(&old)).await), "issued_at_too_old");
+    assert_eq!(
+        reason(decide(&app, agent.sign(&old)).await),
+        "issued_at_too_old"
+    );
     let mut future = agent.action("email:send", Some("a@example.com"));
     future.iat = now_secs() + 120;
-    assert_eq!(reason(decide(&app, agent.sign(&future)).await), "issued_at_in_future");
+    assert_eq!(
+        reason(decide(&app, agent.sign(&future)).await),
+        "issued_at_in_future"
+    );
 
     // Another deployment's audience.
     let mut elsewhere = agent.action("email:send", Some("a@example.com"));
     elsewhere.aud = "https://other.example".into();
-    assert_eq!(reason(decide(&app, agent.sign(&elsewhere)).await), "wrong_audience");
+    assert_eq!(
+        reason(decide(&app, agent.sign(&elsewhere)).await),
+        "wrong_audience"
+    );
 
     // Tampered payload: the signature no longer covers it.
     let signed = agent.sign(&agent.action("email:send", Some("a@example.com")));
@@ -170,7 +192,10 @@ async fn every_denial_has_its_own_reason(backend: Backend) {
     env.payload = b64::encode(other.to_bytes());
     let decision = decide(&app, env.to_json()).await;
     assert_eq!(reason(decision.clone()), "bad_signature");
-    assert!(decision["trust_score"].is_null(), "unauthenticated: no score shown");
+    assert!(
+        decision["trust_score"].is_null(),
+        "unauthenticated: no score shown"
+    );
 
     // Signed by a key the agent does not have.
     let stranger = TestAgent {
@@ -185,13 +210,22 @@ async fn every_denial_has_its_own_reason(backend: Backend) {
 
     // A non-canonical encoding of a valid signature.
     let valid = agent.sign(&agent.action("email:send", Some("a@example.com")));
-    assert_eq!(reason(decide(&app, malleate(&valid)).await), "non_canonical_signature");
+    assert_eq!(
+        reason(decide(&app, malleate(&valid)).await),
+        "non_canonical_signature"
+    );
     // ... and the valid one is still accepted afterwards (its nonce was not burnt).
     assert_eq!(decide(&app, valid).await["allowed"], true);
 
     // Outside the grant's pattern, and a capability never granted.
     assert_eq!(
-        reason(decide(&app, agent.sign(&agent.action("email:send", Some("x@evil.example")))).await),
+        reason(
+            decide(
+                &app,
+                agent.sign(&agent.action("email:send", Some("x@evil.example")))
+            )
+            .await
+        ),
         "resource_not_in_scope"
     );
     assert_eq!(
@@ -199,7 +233,11 @@ async fn every_denial_has_its_own_reason(backend: Backend) {
         "resource_not_in_scope"
     );
     catalogue(&app, &owner, "files:delete", 0).await;
-    let decision = decide(&app, agent.sign(&agent.action("files:delete", Some("/etc")))).await;
+    let decision = decide(
+        &app,
+        agent.sign(&agent.action("files:delete", Some("/etc"))),
+    )
+    .await;
     assert_eq!(reason(decision), "capability_not_granted");
 
     // Trust below the capability's minimum.
@@ -212,7 +250,11 @@ async fn every_denial_has_its_own_reason(backend: Backend) {
 
     // Violations and replays raised alerts and lowered trust.
     let alerts: serde_json::Value = app
-        .with(Method::GET, &format!("/api/v1/alerts?agent_id={}", agent.id), &owner)
+        .with(
+            Method::GET,
+            &format!("/api/v1/alerts?agent_id={}", agent.id),
+            &owner,
+        )
         .send()
         .await
         .unwrap()
@@ -261,18 +303,31 @@ async fn bad_envelopes_are_client_errors(backend: Backend) {
     let deep = format!("{}{}", "[".repeat(20), "]".repeat(20));
     let response = post_envelope(&app, path, deep).await;
     assert!(code(assert_error(response, 400).await).starts_with("nesting_too_deep"));
-    let big = format!(r#"{{"payloadType":"{}","payload":"","signatures":[]}}"#, "x".repeat(20_000));
+    let big = format!(
+        r#"{{"payloadType":"{}","payload":"","signatures":[]}}"#,
+        "x".repeat(20_000)
+    );
     let response = post_envelope(&app, path, big).await;
     assert!(code(assert_error(response, 400).await).starts_with("envelope_too_large"));
     // A challenge response is not an action, even when validly signed.
-    let challenge = Envelope::sign(agentid_protocol::PayloadType::ChallengeResponse, b"{}", &[&agent.key]);
+    let challenge = Envelope::sign(
+        agentid_protocol::PayloadType::ChallengeResponse,
+        b"{}",
+        &[&agent.key],
+    );
     let response = post_envelope(&app, path, challenge.to_json()).await;
     assert!(code(assert_error(response, 400).await).starts_with("wrong_payload_type"));
     let mut short = agent.action("email:send", None);
     short.nonce = b64::encode([1u8; 8]);
     let response = post_envelope(&app, path, agent.sign(&short)).await;
     assert!(code(assert_error(response, 400).await).starts_with("invalid_payload"));
-    let response = app.post_raw(path, "text/plain", agent.sign(&agent.action("email:send", None))).await;
+    let response = app
+        .post_raw(
+            path,
+            "text/plain",
+            agent.sign(&agent.action("email:send", None)),
+        )
+        .await;
     assert_error(response, 415).await;
     let ghost = TestAgent {
         id: uuid::Uuid::new_v4().to_string(),
@@ -308,7 +363,6 @@ async fn concurrent_duplicates_are_accepted_exactly_once(backend: Backend) {
     }
     let mut allowed = 0;
     let mut replayed = 0;
-    let started = std::time::Instant::now();
     for task in tasks {
         let decision = task.await.unwrap();
         match decision["reason"].as_str().unwrap() {
@@ -319,7 +373,9 @@ async fn concurrent_duplicates_are_accepted_exactly_once(backend: Backend) {
     }
     eprintln!("TIMING {:?}", started.elapsed());
     let metrics = app.get("/metrics").await.text().await.unwrap();
-    for line in metrics.lines().filter(|l| l.contains("decision_batch")) { eprintln!("{line}"); }
+    for line in metrics.lines().filter(|l| l.contains("decision_batch")) {
+        eprintln!("{line}");
+    }
     assert_eq!((allowed, replayed), (1, 199));
 }
 both_backends!(concurrent_duplicates_are_accepted_exactly_once);
@@ -327,8 +383,15 @@ both_backends!(concurrent_duplicates_are_accepted_exactly_once);
 async fn monitor_mode_is_explicit_and_shown(backend: Backend) {
     let app = spawn_app(backend).await;
     let (owner, agent) = setup(&app).await;
-    let decision = decide(&app, agent.sign(&agent.action("email:send", Some("x@evil.example")))).await;
-    assert_eq!((decision["allowed"].clone(), decision["enforcement"].clone()), (false.into(), "enforce".into()));
+    let decision = decide(
+        &app,
+        agent.sign(&agent.action("email:send", Some("x@evil.example"))),
+    )
+    .await;
+    assert_eq!(
+        (decision["allowed"].clone(), decision["enforcement"].clone()),
+        (false.into(), "enforce".into())
+    );
 
     let response = app
         .with(Method::PUT, "/api/v1/organization/enforcement", &owner)
@@ -337,7 +400,11 @@ async fn monitor_mode_is_explicit_and_shown(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    let decision = decide(&app, agent.sign(&agent.action("email:send", Some("x@evil.example")))).await;
+    let decision = decide(
+        &app,
+        agent.sign(&agent.action("email:send", Some("x@evil.example"))),
+    )
+    .await;
     assert_eq!(decision["allowed"], true);
     assert_eq!(decision["reason"], "resource_not_in_scope");
     assert_eq!(decision["enforcement"], "monitor");
@@ -345,16 +412,27 @@ async fn monitor_mode_is_explicit_and_shown(backend: Backend) {
     let envelope = agent.sign(&agent.action("email:send", Some("a@example.com")));
     decide(&app, envelope.clone()).await;
     let decision = decide(&app, envelope).await;
-    assert_eq!((decision["allowed"].clone(), decision["reason"].clone()), (false.into(), "replayed_nonce".into()));
+    assert_eq!(
+        (decision["allowed"].clone(), decision["reason"].clone()),
+        (false.into(), "replayed_nonce".into())
+    );
 }
 both_backends!(monitor_mode_is_explicit_and_shown);
 
 async fn edited_audit_row_is_reported(backend: Backend) {
     let app = spawn_app(backend).await;
     let (owner, agent) = setup(&app).await;
-    let decision = decide(&app, agent.sign(&agent.action("email:send", Some("a@example.com")))).await;
+    let decision = decide(
+        &app,
+        agent.sign(&agent.action("email:send", Some("a@example.com"))),
+    )
+    .await;
     let seq = decision["audit_seq"].as_i64().unwrap();
-    decide(&app, agent.sign(&agent.action("email:send", Some("b@example.com")))).await;
+    decide(
+        &app,
+        agent.sign(&agent.action("email:send", Some("b@example.com"))),
+    )
+    .await;
 
     // Someone with database access rewrites the decision.
     let edit = "UPDATE audit_records SET details = replace(details, '\"allowed\"', '\"denied\"') WHERE seq = ";
@@ -364,13 +442,21 @@ async fn edited_audit_row_is_reported(backend: Backend) {
         match backend {
             Backend::Sqlite => {
                 let mut c = diesel::SqliteConnection::establish(&url).unwrap();
-                diesel::sql_query("DROP TRIGGER audit_records_no_update").execute(&mut c).unwrap();
-                diesel::sql_query(format!("{edit}{seq}")).execute(&mut c).unwrap();
+                diesel::sql_query("DROP TRIGGER audit_records_no_update")
+                    .execute(&mut c)
+                    .unwrap();
+                diesel::sql_query(format!("{edit}{seq}"))
+                    .execute(&mut c)
+                    .unwrap();
             }
             Backend::Postgres => {
                 let mut c = diesel::PgConnection::establish(&url).unwrap();
-                diesel::sql_query("ALTER TABLE audit_records DISABLE TRIGGER USER").execute(&mut c).unwrap();
-                diesel::sql_query(format!("{edit}{seq}")).execute(&mut c).unwrap();
+                diesel::sql_query("ALTER TABLE audit_records DISABLE TRIGGER USER")
+                    .execute(&mut c)
+                    .unwrap();
+                diesel::sql_query(format!("{edit}{seq}"))
+                    .execute(&mut c)
+                    .unwrap();
             }
         }
     })
@@ -392,7 +478,11 @@ both_backends!(edited_audit_row_is_reported);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_share_nonces_and_revocations() {
-    let app = spawn_app_with(Backend::Postgres, &[("AGENTID_PUBLIC_URL", "https://agentid.test")]).await;
+    let app = spawn_app_with(
+        Backend::Postgres,
+        &[("AGENTID_PUBLIC_URL", "https://agentid.test")],
+    )
+    .await;
     let replica = app.spawn_replica().await;
     let (owner, agent) = setup(&app).await;
     let on_replica = |envelope: String| {
@@ -420,11 +510,21 @@ async fn two_replicas_share_nonces_and_revocations() {
     // Same receipts keys on both: the replica's receipt verifies with the first's JWKS.
     let decision = on_replica(agent.sign(&agent.action("email:send", Some("b@example.com")))).await;
     assert_eq!(decision["allowed"], true);
-    verify_offline(&app, decision["receipt"].as_str().unwrap(), "agentid-receipt+jwt", &app.public_url).await;
+    verify_offline(
+        &app,
+        decision["receipt"].as_str().unwrap(),
+        "agentid-receipt+jwt",
+        &app.public_url,
+    )
+    .await;
 
     // A revocation on one is effective on the other for the very next request.
     let response = app
-        .with(Method::POST, &format!("/api/v1/agents/{}/revoke", agent.id), &owner)
+        .with(
+            Method::POST,
+            &format!("/api/v1/agents/{}/revoke", agent.id),
+            &owner,
+        )
         .send()
         .await
         .unwrap();
@@ -443,3 +543,35 @@ async fn two_replicas_share_nonces_and_revocations() {
         .unwrap();
     assert_eq!(report["valid"], true, "{report}");
 }
+
+async fn a_burst_of_bad_signatures_raises_one_alert(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (owner, agent) = setup(&app).await;
+    for i in 0..7 {
+        let signed = agent.sign(&agent.action("email:send", Some("a@example.com")));
+        let mut env: Envelope = serde_json::from_str(&signed).unwrap();
+        let forged = agent.action("email:send", Some(&format!("victim{i}@example.com")));
+        env.payload = b64::encode(forged.to_bytes());
+        assert_eq!(decide(&app, env.to_json()).await["reason"], "bad_signature");
+    }
+    let alerts: serde_json::Value = app
+        .with(
+            Method::GET,
+            "/api/v1/alerts?kind=bad_signature_burst",
+            &owner,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let list = alerts["alerts"].as_array().unwrap();
+    assert_eq!(list.len(), 1, "one open alert per agent and kind: {alerts}");
+    assert_eq!(list[0]["agent_id"], agent.id.as_str());
+    assert_eq!(
+        list[0]["occurrences"], 3,
+        "raised at the 5th, absorbed the 6th and 7th"
+    );
+}
+both_backends!(a_burst_of_bad_signatures_raises_one_alert);
