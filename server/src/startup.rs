@@ -16,13 +16,13 @@ use utoipa_actix_web::AppExt;
 
 use crate::auth::limiter::{LimiterConfig, LoginLimiter};
 use crate::auth::tokens::AccessTokens;
-use crate::decisions::{DecisionWriter, WriterSettings};
-use crate::signing::KeyRing;
 use crate::config::{Config, SecretSource};
 use crate::db::{Database, DbError};
+use crate::decisions::{DecisionWriter, WriterSettings};
 use crate::http::middleware::{envelope, HttpSettings};
 use crate::http::{self, RouteTable};
 use crate::metrics::Metrics;
+use crate::signing::KeyRing;
 use crate::{openapi, routes};
 
 /// What every handler can reach.

@@ -14,7 +14,9 @@ use agentid_protocol::{
 };
 
 use crate::accounts::AuditCtx;
-use crate::agents::{self, Agent, AgentChanges, AgentFilter, AgentKey, AgentStatus, Challenge, NewAgent, Transition};
+use crate::agents::{
+    self, Agent, AgentChanges, AgentFilter, AgentKey, AgentStatus, Challenge, NewAgent, Transition,
+};
 use crate::audit::{ActorType, Outcome};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
@@ -349,7 +351,14 @@ pub async fn suspend_agent(
     body: Option<web::Json<TransitionRequest>>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
-    change_status(principal, state, agent_id.into_inner(), body, Transition::Suspend).await
+    change_status(
+        principal,
+        state,
+        agent_id.into_inner(),
+        body,
+        Transition::Suspend,
+    )
+    .await
 }
 
 /// Reactivate a suspended agent (back to `active`, or `pending` if it never proved
@@ -372,7 +381,14 @@ pub async fn reactivate_agent(
     body: Option<web::Json<TransitionRequest>>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
-    change_status(principal, state, agent_id.into_inner(), body, Transition::Reactivate).await
+    change_status(
+        principal,
+        state,
+        agent_id.into_inner(),
+        body,
+        Transition::Reactivate,
+    )
+    .await
 }
 
 /// Revoke an agent, for good: its key is revoked, every decision is denied
@@ -396,7 +412,14 @@ pub async fn revoke_agent(
     body: Option<web::Json<TransitionRequest>>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
-    change_status(principal, state, agent_id.into_inner(), body, Transition::Revoke).await
+    change_status(
+        principal,
+        state,
+        agent_id.into_inner(),
+        body,
+        Transition::Revoke,
+    )
+    .await
 }
 
 /// The agent's keys, current and past, newest first.
@@ -597,12 +620,13 @@ pub async fn rotate_agent_key(
 ) -> Result<web::Json<Agent>, ApiError> {
     let agent_id = agent_id.into_inner();
     let envelope = read_envelope(&req, &body, PayloadType::KeyRotation)?;
-    let (payload, new_key) = KeyRotationPayload::parse(&envelope.payload).map_err(|e| match e.kind {
-        ProtocolErrorKind::WeakPublicKey | ProtocolErrorKind::InvalidPublicKey => {
-            ApiError::new(ErrorCode::WeakPublicKey, format!("`new_public_key`: {e}."))
-        }
-        _ => invalid_envelope(e),
-    })?;
+    let (payload, new_key) =
+        KeyRotationPayload::parse(&envelope.payload).map_err(|e| match e.kind {
+            ProtocolErrorKind::WeakPublicKey | ProtocolErrorKind::InvalidPublicKey => {
+                ApiError::new(ErrorCode::WeakPublicKey, format!("`new_public_key`: {e}."))
+            }
+            _ => invalid_envelope(e),
+        })?;
     let config = &state.config;
     let now = crate::clock::now_ms();
     let now_secs = now / 1000;
@@ -615,7 +639,9 @@ pub async fn rotate_agent_key(
     if payload.iat < now_secs - config.action_max_age_secs
         || payload.iat > now_secs + config.action_max_skew_secs
     {
-        return Err(invalid_proof("The statement's iat is outside the freshness window."));
+        return Err(invalid_proof(
+            "The statement's iat is outside the freshness window.",
+        ));
     }
     let lookup_id = agent_id.clone();
     let agent = state
@@ -625,7 +651,10 @@ pub async fn rotate_agent_key(
     if agent.status != AgentStatus::Active {
         return Err(ApiError::new(
             ErrorCode::InvalidState,
-            format!("Only an active agent can rotate its key; it is {}.", agent.status.as_str()),
+            format!(
+                "Only an active agent can rotate its key; it is {}.",
+                agent.status.as_str()
+            ),
         ));
     }
     if payload.old_key_id != agent.key_id {

@@ -69,7 +69,12 @@ pub async fn owner_token(app: &TestApp, org: &str) -> String {
     app.login(&email, OWNER_PW).await.access
 }
 
-pub async fn register(app: &TestApp, credential: &str, name: &str, key: &SigningKey) -> reqwest::Response {
+pub async fn register(
+    app: &TestApp,
+    credential: &str,
+    name: &str,
+    key: &SigningKey,
+) -> reqwest::Response {
     app.with(Method::POST, "/api/v1/agents", credential)
         .json(&serde_json::json!({
             "name": name,
@@ -156,7 +161,11 @@ pub async fn grant(
     pattern: Option<&str>,
 ) -> serde_json::Value {
     let response = app
-        .with(Method::POST, &format!("/api/v1/agents/{agent_id}/grants"), credential)
+        .with(
+            Method::POST,
+            &format!("/api/v1/agents/{agent_id}/grants"),
+            credential,
+        )
         .json(&serde_json::json!({ "capability": capability, "resource_pattern": pattern }))
         .send()
         .await
@@ -186,9 +195,15 @@ async fn registration_and_proof_of_possession(backend: Backend) {
     assert!(agent["did"].as_str().unwrap().starts_with("did:key:z6Mk"));
     let key_id = agentid_protocol::keys::jwk_thumbprint(&public_b64(&key));
     assert_eq!(agent["key_id"], key_id);
-    assert_eq!(agent["requested_capabilities"], serde_json::json!(["email:send"]));
+    assert_eq!(
+        agent["requested_capabilities"],
+        serde_json::json!(["email:send"])
+    );
     let text = agent.to_string();
-    assert!(!text.contains("private") && !text.contains("secret"), "{text}");
+    assert!(
+        !text.contains("private") && !text.contains("secret"),
+        "{text}"
+    );
 
     // A pending agent's actions are refused.
     let pending = TestAgent {
@@ -250,15 +265,26 @@ async fn registration_and_proof_of_possession(backend: Backend) {
     // An unknown agent is a 404; a malformed envelope a 400 with the protocol code.
     let response = app
         .http
-        .post(app.url(&format!("/api/v1/agents/{}/challenge", uuid::Uuid::new_v4())))
+        .post(app.url(&format!(
+            "/api/v1/agents/{}/challenge",
+            uuid::Uuid::new_v4()
+        )))
         .send()
         .await
         .unwrap();
     assert_error(response, 404).await;
-    let response = post_envelope(&app, &path, r#"{"payloadType":"x","payloadType":"y"}"#.into()).await;
+    let response = post_envelope(
+        &app,
+        &path,
+        r#"{"payloadType":"x","payloadType":"y"}"#.into(),
+    )
+    .await;
     let body = assert_error(response, 400).await;
     assert_eq!(body["error"]["code"], "invalid_envelope");
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("duplicate_key"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("duplicate_key"));
 
     // An API key registers agents on behalf of the user who made it.
     let (_, api_key) = app.add_key(&owner, &["agents:write", "agents:read"]).await;
@@ -282,7 +308,12 @@ async fn registration_and_proof_of_possession(backend: Backend) {
         .iter()
         .map(|r| r["action"].as_str().unwrap())
         .collect();
-    for expected in ["agent.registered", "agent.proof_failed", "agent.activated", "action.denied"] {
+    for expected in [
+        "agent.registered",
+        "agent.proof_failed",
+        "agent.activated",
+        "action.denied",
+    ] {
         assert!(actions.contains(&expected), "{expected} in {actions:?}");
     }
 }
@@ -296,7 +327,10 @@ async fn lifecycle_is_enforced_at_once(backend: Backend) {
     grant(&app, &owner, &agent.id, "email:send", None).await;
     let path = |verb: &str| format!("/api/v1/agents/{}/{verb}", agent.id);
 
-    assert_eq!(decide(&app, agent.sign(&agent.action("email:send", None))).await["allowed"], true);
+    assert_eq!(
+        decide(&app, agent.sign(&agent.action("email:send", None))).await["allowed"],
+        true
+    );
 
     let response = app
         .with(Method::POST, &path("suspend"), &owner)
@@ -308,20 +342,40 @@ async fn lifecycle_is_enforced_at_once(backend: Backend) {
     let decision = decide(&app, agent.sign(&agent.action("email:send", None))).await;
     assert_eq!(decision["reason"], "agent_suspended");
     assert_eq!(decision["allowed"], false);
-    let response = app.http.post(app.url(&path("challenge"))).send().await.unwrap();
+    let response = app
+        .http
+        .post(app.url(&path("challenge")))
+        .send()
+        .await
+        .unwrap();
     assert_error(response, 409).await;
 
-    let response = app.with(Method::POST, &path("reactivate"), &owner).send().await.unwrap();
+    let response = app
+        .with(Method::POST, &path("reactivate"), &owner)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "active");
-    assert_eq!(decide(&app, agent.sign(&agent.action("email:send", None))).await["allowed"], true);
+    assert_eq!(
+        decide(&app, agent.sign(&agent.action("email:send", None))).await["allowed"],
+        true
+    );
 
-    let response = app.with(Method::POST, &path("revoke"), &owner).send().await.unwrap();
+    let response = app
+        .with(Method::POST, &path("revoke"), &owner)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), 200);
     let decision = decide(&app, agent.sign(&agent.action("email:send", None))).await;
     assert_eq!(decision["reason"], "agent_revoked");
-    let response = app.with(Method::POST, &path("reactivate"), &owner).send().await.unwrap();
+    let response = app
+        .with(Method::POST, &path("reactivate"), &owner)
+        .send()
+        .await
+        .unwrap();
     let body = assert_error(response, 409).await;
     assert_eq!(body["error"]["code"], "invalid_state");
     let keys: serde_json::Value = app
@@ -372,7 +426,10 @@ async fn rotation_retires_the_old_key_at_once(backend: Backend) {
     // Both signatures are required: one alone is a malformed rotation.
     let response = post_envelope(&app, &path, rotation(&agent, &new, &[&agent.key])).await;
     let body = assert_error(response, 400).await;
-    assert!(body["error"]["message"].as_str().unwrap().starts_with("wrong_signature_count"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("wrong_signature_count"));
     // The new key twice is one signer; a stranger's key is not the current one.
     let response = post_envelope(&app, &path, rotation(&agent, &new, &[&new, &new])).await;
     assert_error(response, 400).await;
@@ -399,14 +456,23 @@ async fn rotation_retires_the_old_key_at_once(backend: Backend) {
     assert_eq!(decision["allowed"], true, "{decision}");
 
     let keys: serde_json::Value = app
-        .with(Method::GET, &format!("/api/v1/agents/{}/keys", agent.id), &owner)
+        .with(
+            Method::GET,
+            &format!("/api/v1/agents/{}/keys", agent.id),
+            &owner,
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    let states: Vec<&str> = keys.as_array().unwrap().iter().map(|k| k["status"].as_str().unwrap()).collect();
+    let states: Vec<&str> = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["status"].as_str().unwrap())
+        .collect();
     assert_eq!(states, ["active", "retired"]);
     assert!(keys[1]["retired_at"].is_string());
 }
