@@ -63,6 +63,49 @@ pub fn trust_score(allowed: i64, incidents: i64) -> f64 {
     (score * 10.0).round() / 10.0
 }
 
+/// Most agents whose current key is cached; past it the cache starts over.
+pub const MAX_CACHED_KEYS: usize = 100_000;
+
+/// An agent's organization and current public key, parsed.
+#[derive(Debug)]
+pub struct CachedKey {
+    pub org_id: String,
+    pub key_id: String,
+    pub key: agentid_protocol::PublicKey,
+}
+
+/// Agents' current keys by agent id, so the hot path verifies without a database
+/// round trip. Safe without invalidation: the writer re-reads status and current key
+/// inside the decision's transaction, so a stale entry (a rotation on any replica)
+/// can only make the handler verify against a retired key, which the writer turns
+/// into `key_retired`; and a statement naming a key other than the cached one is
+/// looked up afresh (so the new key of a rotated agent works at once).
+#[derive(Debug, Default)]
+pub struct KeyCache {
+    map: std::sync::RwLock<HashMap<String, Arc<CachedKey>>>,
+}
+
+impl KeyCache {
+    pub fn get(&self, agent_id: &str) -> Option<Arc<CachedKey>> {
+        self.map
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(agent_id)
+            .cloned()
+    }
+
+    pub fn put(&self, agent_id: &str, entry: Arc<CachedKey>) {
+        let mut map = self
+            .map
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if map.len() >= MAX_CACHED_KEYS {
+            map.clear();
+        }
+        map.insert(agent_id.to_owned(), entry);
+    }
+}
+
 /// A statement whose stateless checks are done, waiting to be decided and recorded.
 #[derive(Debug, Clone)]
 pub struct Candidate {

@@ -18,7 +18,7 @@ use crate::auth::limiter::{LimiterConfig, LoginLimiter};
 use crate::auth::tokens::AccessTokens;
 use crate::config::{Config, SecretSource};
 use crate::db::{Database, DbError};
-use crate::decisions::{DecisionWriter, WriterSettings};
+use crate::decisions::{DecisionWriter, KeyCache, WriterSettings};
 use crate::http::middleware::{envelope, HttpSettings};
 use crate::http::{self, RouteTable};
 use crate::metrics::Metrics;
@@ -39,6 +39,8 @@ pub struct AppState {
     pub signing: KeyRing,
     /// The single writer that records signed-action decisions.
     pub decisions: DecisionWriter,
+    /// Agents' current keys, for verifying without a database round trip.
+    pub key_cache: KeyCache,
 }
 
 /// Why the server could not start.
@@ -124,6 +126,7 @@ impl Application {
         let state = web::Data::new(AppState {
             signing,
             decisions,
+            key_cache: KeyCache::default(),
             db,
             metrics,
             openapi_json: openapi::document_json(),

@@ -5,6 +5,8 @@
 //! decision writer (`crate::decisions`), which decides, records and commits before
 //! the handler answers. The check order is in `docs/protocol.md`.
 
+use std::sync::Arc;
+
 use actix_web::{post, web, HttpMessage, HttpRequest};
 use diesel::prelude::*;
 
@@ -13,7 +15,7 @@ use agentid_protocol::{
     ActionPayload, Decision, DecisionReason, Envelope, PayloadType, ProtocolErrorKind, PublicKey,
 };
 
-use crate::decisions::Candidate;
+use crate::decisions::{CachedKey, Candidate};
 use crate::error::ApiError;
 use crate::http::middleware::RequestId;
 use crate::routes::agents::{invalid_envelope, read_envelope};
@@ -24,8 +26,8 @@ use crate::startup::AppState;
 #[derive(Debug)]
 struct AgentKeyView {
     org_id: String,
-    key_id: String,
-    public_key: String,
+    /// The current key, when the statement names it.
+    key: Option<Arc<CachedKey>>,
     /// The state of the signature's key when it is not the current one.
     other_key_state: Option<String>,
 }
@@ -62,27 +64,39 @@ pub async fn verify_action(
         .map(|s| s.keyid.clone())
         .unwrap_or_default();
 
-    // (3) The agent and its current key.
-    let agent_id = payload.agent_id.clone();
-    let claimed = keyid.clone();
-    let view = state
-        .db
-        .run(move |conn| load_key_view(conn, &agent_id, &claimed))
-        .await?;
+    // (3) The agent and its current key: from the cache when the statement names
+    // the cached key, else from the database.
+    let view = match state.key_cache.get(&payload.agent_id) {
+        Some(cached) if cached.key_id == keyid => AgentKeyView {
+            org_id: cached.org_id.clone(),
+            key: Some(cached),
+            other_key_state: None,
+        },
+        _ => {
+            let agent_id = payload.agent_id.clone();
+            let claimed = keyid.clone();
+            let view = state
+                .db
+                .run(move |conn| load_key_view(conn, &agent_id, &claimed))
+                .await?;
+            if let Some(key) = &view.key {
+                state.key_cache.put(&payload.agent_id, key.clone());
+            }
+            view
+        }
+    };
 
     // (5)-(8) Key, strict signature, audience, freshness. Status (4) is read fresh
     // by the writer, which also re-checks the key.
     let config = &state.config;
     let now_secs = crate::clock::now_ms() / 1000;
-    let pre = if keyid != view.key_id {
-        Some(match view.other_key_state.as_deref() {
+    let pre = match &view.key {
+        None => Some(match view.other_key_state.as_deref() {
             Some("retired") => DecisionReason::KeyRetired,
             Some("revoked") => DecisionReason::KeyRevoked,
             _ => DecisionReason::UnknownKey,
-        })
-    } else {
-        let key = PublicKey::from_b64url(&view.public_key).map_err(ApiError::internal)?;
-        match envelope.verify(&key) {
+        }),
+        Some(current) => match envelope.verify(&current.key) {
             Err(e) if e.kind == ProtocolErrorKind::NonCanonicalSignature => {
                 Some(DecisionReason::NonCanonicalSignature)
             }
@@ -95,7 +109,7 @@ pub async fn verify_action(
                 Some(DecisionReason::IssuedAtInFuture)
             }
             Ok(()) => None,
-        }
+        },
     };
 
     // (4), (9)-(11) and the audit record: decided and committed by the writer.
@@ -183,15 +197,22 @@ fn load_key_view(
         .optional()
         .map_err(ApiError::internal)?
         .ok_or_else(ApiError::not_found)?;
-    let other_key_state = if claimed_key == key_id {
-        None
-    } else {
-        crate::agents::key_state(conn, agent_id, claimed_key)?
-    };
+    if claimed_key == key_id {
+        let key = PublicKey::from_b64url(&public_key).map_err(ApiError::internal)?;
+        return Ok(AgentKeyView {
+            key: Some(Arc::new(CachedKey {
+                org_id: org_id.clone(),
+                key_id: key_id.clone(),
+                key,
+            })),
+            org_id,
+            other_key_state: None,
+        });
+    }
+    let other_key_state = crate::agents::key_state(conn, agent_id, claimed_key)?;
     Ok(AgentKeyView {
         org_id,
-        key_id,
-        public_key,
+        key: None,
         other_key_state,
     })
 }
