@@ -463,6 +463,17 @@ fn decide_in(
         (0..candidates.len()).map(|_| None).collect();
     let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
     for (org_id, indexes) in by_org {
+        // Decide every candidate of the organization, then append their records in
+        // one pass, then the per-decision side effects.
+        struct Pending {
+            index: usize,
+            reason: DecisionReason,
+            allowed: bool,
+            enforcement: Enforcement,
+            trust: Option<f64>,
+        }
+        let mut pending = Vec::with_capacity(indexes.len());
+        let mut events = Vec::with_capacity(indexes.len());
         for i in indexes {
             let c = candidates[i];
             let Some(reason) = reasons[i] else { continue };
@@ -490,53 +501,59 @@ fn decide_in(
                     )
                 );
             let trust = authenticated.then_some(agent.trust_score);
-            let record = audit::append(
-                conn,
-                org_id,
-                &NewEvent {
-                    actor_type: ActorType::Agent,
-                    actor_id: Some(&c.agent_id),
-                    action: if allowed {
-                        "action.allowed"
-                    } else {
-                        "action.denied"
-                    },
-                    target_type: Some("capability"),
-                    target_id: Some(&c.capability),
-                    outcome: if allowed {
-                        Outcome::Success
-                    } else {
-                        Outcome::Denied
-                    },
-                    details: serde_json::json!({
-                        "reason": reason.as_str(),
-                        "resource": c.resource,
-                        "args_digest": c.args_digest,
-                        "envelope_sha256": c.envelope_sha256,
-                        "key_id": c.key_id,
-                        "nonce": c.nonce,
-                        "iat": c.iat,
-                        "enforcement": enforcement.as_str(),
-                        "trust_score": trust,
-                    }),
-                    request_id: c.request_id.as_deref(),
+            events.push(NewEvent {
+                actor_type: ActorType::Agent,
+                actor_id: Some(&c.agent_id),
+                action: if allowed {
+                    "action.allowed"
+                } else {
+                    "action.denied"
                 },
-                now,
-            )
-            .map_err(ApiError::internal)?;
+                target_type: Some("capability"),
+                target_id: Some(&c.capability),
+                outcome: if allowed {
+                    Outcome::Success
+                } else {
+                    Outcome::Denied
+                },
+                details: serde_json::json!({
+                    "reason": reason.as_str(),
+                    "resource": c.resource,
+                    "args_digest": c.args_digest,
+                    "envelope_sha256": c.envelope_sha256,
+                    "key_id": c.key_id,
+                    "nonce": c.nonce,
+                    "iat": c.iat,
+                    "enforcement": enforcement.as_str(),
+                    "trust_score": trust,
+                }),
+                request_id: c.request_id.as_deref(),
+            });
+            pending.push(Pending {
+                index: i,
+                reason,
+                allowed,
+                enforcement,
+                trust,
+            });
+        }
+        let records =
+            audit::append_batch(conn, org_id, &events, now).map_err(ApiError::internal)?;
+        for (p, record) in pending.into_iter().zip(records) {
+            let c = candidates[p.index];
             let delta = deltas.entry(c.agent_id.as_str()).or_default();
-            if allowed {
+            if p.allowed {
                 delta.allowed += 1;
             } else {
                 delta.denied += 1;
             }
-            side_effects(conn, c, reason, enforcement, now, delta)?;
-            results[i] = Some(Ok(Recorded {
+            side_effects(conn, c, p.reason, p.enforcement, now, delta)?;
+            results[p.index] = Some(Ok(Recorded {
                 decision_id: record.id,
-                allowed,
-                reason,
-                enforcement,
-                trust_score: trust,
+                allowed: p.allowed,
+                reason: p.reason,
+                enforcement: p.enforcement,
+                trust_score: p.trust,
                 audit_seq: record.seq,
                 audit_hash: record.hash,
                 decided_at_ms: now,
@@ -596,14 +613,44 @@ fn decide_in(
         .collect())
 }
 
-/// Inserts the nonces of `indexes`, returning the indexes whose nonce was not
-/// already consumed. Each insert is a unique-index probe inside the open transaction.
+/// Inserts the nonces of `indexes` (distinct within the batch), returning the
+/// indexes whose nonce was not already consumed. On PostgreSQL one multi-row
+/// `INSERT .. ON CONFLICT DO NOTHING RETURNING` per 256 nonces; on SQLite (in
+/// process, microseconds a statement) one insert each.
 fn insert_nonces(
     conn: &mut DbConn,
     candidates: &[&Candidate],
     indexes: &[usize],
 ) -> Result<HashSet<usize>, ApiError> {
     let mut accepted = HashSet::new();
+    if let DbConn::Postgres(pg) = conn {
+        for chunk in indexes.chunks(256) {
+            let rows: Vec<_> = chunk
+                .iter()
+                .map(|&i| {
+                    let c = candidates[i];
+                    (
+                        action_nonces::agent_id.eq(c.agent_id.as_str()),
+                        action_nonces::nonce.eq(c.nonce.as_str()),
+                        action_nonces::issued_at.eq(c.iat),
+                    )
+                })
+                .collect();
+            let inserted: HashSet<(String, String)> = diesel::insert_into(action_nonces::table)
+                .values(rows)
+                .on_conflict_do_nothing()
+                .returning((action_nonces::agent_id, action_nonces::nonce))
+                .get_results::<(String, String)>(pg)
+                .map_err(ApiError::internal)?
+                .into_iter()
+                .collect();
+            accepted.extend(chunk.iter().copied().filter(|&i| {
+                let c = candidates[i];
+                inserted.contains(&(c.agent_id.clone(), c.nonce.clone()))
+            }));
+        }
+        return Ok(accepted);
+    }
     for &i in indexes {
         let c = candidates[i];
         if consume_nonce(conn, &c.agent_id, &c.nonce, c.iat).map_err(ApiError::internal)? {
