@@ -33,7 +33,13 @@ use crate::routes;
         (name = "keys", description = "The server's public signing keys (JWKS)")
     ),
     modifiers(&SecuritySchemes),
-    components(schemas(agentid_protocol::ErrorBody, agentid_protocol::ErrorDetail, agentid_protocol::ErrorCode))
+    components(schemas(
+        agentid_protocol::ErrorBody,
+        agentid_protocol::ErrorDetail,
+        agentid_protocol::ErrorCode,
+        // Named only by query parameters, which utoipa does not collect.
+        crate::audit::Outcome,
+    ))
 )]
 struct ApiDoc;
 

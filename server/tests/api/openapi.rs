@@ -63,3 +63,19 @@ fn every_operation_has_a_verb_resource_id_a_permission_note_and_an_error_schema(
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }
+
+#[test]
+fn every_schema_reference_resolves() {
+    let text = agentid_server::openapi::document_json();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    let prefix = "\"#/components/schemas/";
+    for (at, _) in text.match_indices(prefix) {
+        let rest = &text[at + prefix.len()..];
+        let name = &rest[..rest.find('"').unwrap()];
+        assert!(
+            schemas.contains_key(name),
+            "unresolved schema reference {name}"
+        );
+    }
+}
