@@ -854,6 +854,25 @@ mod tests {
         .unwrap()
     }
 
+    fn a_panicking_transaction_rolls_back_and_frees_its_connection(t: TestDb) {
+        let org = t.org();
+        let mut conn = t.conn();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _: Result<(), diesel::result::Error> =
+                crate::db::write_transaction(&mut conn, |conn| {
+                    append(conn, &org, &event(1), 1)?;
+                    panic!("a bug in the middle of a transaction");
+                });
+        }));
+        assert!(panicked.is_err());
+        // The same connection works and commits for everyone to see.
+        crate::db::write_transaction(&mut conn, |conn| append(conn, &org, &event(2), 2)).unwrap();
+        drop(conn);
+        let report = verify_org(&t, &org);
+        assert!(report.valid, "{report:?}");
+        assert_eq!(report.records, 1, "the panicked append left nothing");
+    }
+
     fn batch_appends_interleave_with_single_appends(t: TestDb) {
         let org = t.org();
         append_one(&t, &org, 1);
@@ -901,6 +920,7 @@ mod tests {
     }
 
     both_backends!(
+        a_panicking_transaction_rolls_back_and_frees_its_connection,
         batch_appends_interleave_with_single_appends,
         appends_form_a_contiguous_valid_chain,
         edited_details_are_detected,

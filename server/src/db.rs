@@ -269,6 +269,23 @@ where
                 }
             }
         }
-        DbConn::Postgres(_) => conn.transaction(f),
+        DbConn::Postgres(_) => {
+            // A panic inside becomes an error first, so diesel rolls back and the
+            // connection goes back to the pool clean; then the panic continues.
+            let mut panicked = None;
+            let result = conn.transaction(|conn| {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn))) {
+                    Ok(outcome) => outcome,
+                    Err(panic) => {
+                        panicked = Some(panic);
+                        Err(E::from(diesel::result::Error::RollbackTransaction))
+                    }
+                }
+            });
+            if let Some(panic) = panicked {
+                std::panic::resume_unwind(panic);
+            }
+            result
+        }
     }
 }

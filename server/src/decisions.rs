@@ -280,8 +280,13 @@ fn decide_batch(
     candidates: &[&Candidate],
     now: i64,
 ) -> Result<Vec<Result<Recorded, ApiError>>, ApiError> {
-    let mut conn = db.get()?;
-    write_transaction(&mut conn, |conn| decide_in(conn, candidates, now))
+    // A bug must cost its batch (rolled back, answered 500), never the writer thread:
+    // without the thread no decision could be made until a restart.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut conn = db.get()?;
+        write_transaction(&mut conn, |conn| decide_in(conn, candidates, now))
+    }))
+    .unwrap_or_else(|_| Err(ApiError::internal("the decision batch panicked")))
 }
 
 fn decide_in(
