@@ -175,6 +175,35 @@ async fn no_secret_appears_in_any_log_line() {
     assert_eq!(changed.status(), 200);
     secrets.push("the newest passphrase 42".to_owned());
 
+    // An agent's access token and a decision receipt are bearer material too.
+    let agent_key = crate::agents::new_key();
+    let (status, agent) = post(
+        &http,
+        format!("{base}/api/v1/agents"),
+        Some(&access_after_password_change(&http, &base).await),
+        serde_json::json!({"name": "log-check", "public_key": crate::agents::public_b64(&agent_key)})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let id = agent["id"].as_str().unwrap().to_owned();
+    let (_, challenge) = post(
+        &http,
+        format!("{base}/api/v1/agents/{id}/challenge"),
+        None,
+        String::new(),
+    )
+    .await;
+    let (status, verified) = post(
+        &http,
+        format!("{base}/api/v1/agents/{id}/verify"),
+        None,
+        crate::agents::answer(&id, &challenge, &agent_key),
+    )
+    .await;
+    assert_eq!(status, 200);
+    secrets.push(verified["access_token"].as_str().unwrap().to_owned());
+
     server.signal("TERM");
     server.wait(Duration::from_secs(30));
     let log = server.log();
@@ -350,3 +379,11 @@ async fn acknowledged_decisions_survive_kill_9(backend: Backend) {
     assert_eq!(report["valid"], true, "{report}");
 }
 crate::both_backends!(acknowledged_decisions_survive_kill_9);
+
+/// Logs in as the owner with the password the no-secret test changes to.
+async fn access_after_password_change(http: &reqwest::Client, base: &str) -> String {
+    login(http, base, "owner@example.com", "the newest passphrase 42").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
