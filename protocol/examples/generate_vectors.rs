@@ -911,7 +911,7 @@ fn envelopes_file() -> Result<EnvelopesFile> {
     let padded_payload = {
         // Pad the payload to a length that base64 pads (not a multiple of 3).
         let bytes = action_payload("invalid: padded payload").to_bytes();
-        let bytes = if bytes.len() % 3 == 0 {
+        let bytes = if bytes.len().is_multiple_of(3) {
             pad_json(&bytes, bytes.len() + 1)?
         } else {
             bytes
@@ -951,7 +951,7 @@ fn envelopes_file() -> Result<EnvelopesFile> {
     )?;
     let trailing_bits_payload = {
         let bytes = action_payload("invalid: trailing bits").to_bytes();
-        let bytes = if bytes.len() % 3 == 0 {
+        let bytes = if bytes.len().is_multiple_of(3) {
             pad_json(&bytes, bytes.len() + 1)?
         } else {
             bytes

@@ -23,3 +23,4 @@ pub mod schema;
 pub mod signing;
 pub mod startup;
 pub mod telemetry;
+pub mod trust;
