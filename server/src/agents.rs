@@ -263,12 +263,6 @@ fn to_json(value: &impl Serialize) -> Result<String, ApiError> {
     serde_json::to_string(value).map_err(ApiError::internal)
 }
 
-/// The trust score an agent starts with: the interim model's value for an agent
-/// with no recorded outcomes (see `docs/trust.md`).
-pub fn initial_trust_score() -> f64 {
-    crate::decisions::trust_score(0, 0)
-}
-
 /// Registers an agent as `pending`, owned by `owner_id`, and records its first key.
 pub fn register(
     conn: &mut DbConn,
@@ -303,7 +297,8 @@ pub fn register(
     diesel::insert_into(agent_stats::table)
         .values((
             agent_stats::agent_id.eq(&id),
-            agent_stats::trust_score.eq(initial_trust_score()),
+            agent_stats::trust_score.eq(crate::decisions::initial_trust(ctx.now).score),
+            agent_stats::trust_confidence.eq(crate::decisions::initial_trust(ctx.now).confidence),
         ))
         .execute(conn)
         .map_err(ApiError::internal)?;

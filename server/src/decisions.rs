@@ -33,13 +33,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::alerts::{self, AlertKind, NewAlert, Severity};
 use crate::audit::{self, ActorType, NewEvent, Outcome};
-use crate::capabilities::{self, GrantCheck, GrantView};
+use crate::capabilities::{self, GrantCheck, GrantView, RiskLevel};
 use crate::db::{write_transaction, Database, DbConn};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::schema::{
-    action_nonces, agent_grants, agent_stats, agents, capabilities as caps, organizations,
-    trust_events,
+    action_nonces, agent_grants, agent_keys, agent_stats, agents, capabilities as caps,
+    organizations, trust_events,
+};
+use crate::trust::{
+    self, OpenAlerts, TrustEvent, TrustInputs, TrustReport, TrustScore, TrustState, Weights,
 };
 
 /// Most candidates decided in one transaction.
@@ -51,17 +54,6 @@ pub const BAD_SIGNATURE_BURST: i64 = 5;
 pub const BURST_WINDOW_MS: i64 = 60_000;
 /// How often consumed nonces older than the freshness window are pruned.
 const PRUNE_EVERY_MS: i64 = 60_000;
-
-/// The interim trust score (see `docs/trust.md`): a Laplace-smoothed ratio of
-/// allowed actions to all outcomes, where each incident (capability violation,
-/// replay, bad signature) weighs 3. An agent with no history scores 50: no evidence
-/// either way. Rounded to one decimal.
-pub fn trust_score(allowed: i64, incidents: i64) -> f64 {
-    let allowed = allowed.max(0) as f64;
-    let incidents = incidents.max(0) as f64;
-    let score = 100.0 * (allowed + 1.0) / (allowed + 3.0 * incidents + 2.0);
-    (score * 10.0).round() / 10.0
-}
 
 /// Most agents whose current key is cached; past it the cache starts over.
 pub const MAX_CACHED_KEYS: usize = 100_000;
@@ -256,13 +248,23 @@ struct AgentNow {
     status: String,
     key_id: String,
     trust_score: f64,
-    allowed: i64,
-    incidents: i64,
     enforcement: Enforcement,
+    created_at: i64,
+    /// The stored trust model state (JSON), if built yet.
+    trust_state: Option<String>,
 }
 
-/// (id, org, status, key id, trust score, allowed, incidents, enforcement)
-type AgentNowRow = (String, String, String, String, f64, i64, i64, String);
+/// (id, org, status, key id, trust score, enforcement, created at, trust state)
+type AgentNowRow = (
+    String,
+    String,
+    String,
+    String,
+    f64,
+    String,
+    i64,
+    Option<String>,
+);
 /// (agent id, capability, pattern, expires at, revoked at)
 type GrantRow = (String, String, Option<String>, Option<i64>, Option<i64>);
 
@@ -311,16 +313,16 @@ fn decide_in(
             agents::status,
             agents::key_id,
             agent_stats::trust_score,
-            agent_stats::actions_allowed,
-            agent_stats::incidents,
             organizations::enforcement,
+            agents::created_at,
+            agent_stats::trust_state,
         ))
         .load(conn)
         .map_err(ApiError::internal)?;
     let agents_now: HashMap<String, AgentNow> = rows
         .into_iter()
         .map(
-            |(id, org_id, status, key_id, trust_score, allowed, incidents, enforcement)| {
+            |(id, org_id, status, key_id, trust_score, enforcement, created_at, trust_state)| {
                 let enforcement = Enforcement::parse(&enforcement).unwrap_or(Enforcement::Enforce);
                 (
                     id,
@@ -329,9 +331,9 @@ fn decide_in(
                         status,
                         key_id,
                         trust_score,
-                        allowed,
-                        incidents,
                         enforcement,
+                        created_at,
+                        trust_state,
                     },
                 )
             },
@@ -467,6 +469,8 @@ fn decide_in(
     let mut results: Vec<Option<Result<Recorded, ApiError>>> =
         (0..candidates.len()).map(|_| None).collect();
     let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
+    // (candidate, reason) of every recorded decision, in order, for the trust model.
+    let mut decided: Vec<(usize, DecisionReason)> = Vec::with_capacity(candidates.len());
     for (org_id, indexes) in by_org {
         // Decide every candidate of the organization, then append their records in
         // one pass, then the per-decision side effects.
@@ -553,6 +557,7 @@ fn decide_in(
                 delta.denied += 1;
             }
             side_effects(conn, c, p.reason, p.enforcement, now, delta)?;
+            decided.push((p.index, p.reason));
             results[p.index] = Some(Ok(Recorded {
                 decision_id: record.id,
                 allowed: p.allowed,
@@ -566,19 +571,24 @@ fn decide_in(
         }
     }
 
-    // 6. Counters, trust score, bursts.
+    // 6. Trust (the model's state advanced by this batch's events), counters, bursts.
+    let trust_states = advance_trust(conn, candidates, &decided, &agents_now, now)?;
     for (agent_id, delta) in &deltas {
         let Some(agent) = agents_now.get(*agent_id) else {
             continue;
         };
-        let allowed = agent.allowed + delta.allowed;
-        let incidents = agent.incidents + delta.incidents;
+        let (state_json, score) = match trust_states.get(*agent_id) {
+            Some(v) => v.clone(),
+            None => continue,
+        };
         diesel::update(agent_stats::table.find(*agent_id))
             .set((
                 agent_stats::actions_allowed.eq(agent_stats::actions_allowed + delta.allowed),
                 agent_stats::actions_denied.eq(agent_stats::actions_denied + delta.denied),
                 agent_stats::incidents.eq(agent_stats::incidents + delta.incidents),
-                agent_stats::trust_score.eq(trust_score(allowed, incidents)),
+                agent_stats::trust_score.eq(score.score),
+                agent_stats::trust_confidence.eq(score.confidence),
+                agent_stats::trust_state.eq(state_json),
                 agent_stats::last_seen_at.eq(now),
             ))
             .execute(conn)
@@ -616,6 +626,178 @@ fn decide_in(
         .into_iter()
         .map(|r| r.unwrap_or_else(|| Err(ApiError::not_found())))
         .collect())
+}
+
+/// The trust model's inputs for agents, read inside the caller's transaction: when
+/// each current key was created and the agents' unresolved alerts by severity
+/// (alerts about the agent's own status or trust are left out, so the score does not
+/// feed on itself).
+fn trust_inputs(
+    conn: &mut DbConn,
+    agents_now: &[(&str, &str, i64)],
+    now: i64,
+) -> Result<HashMap<String, TrustInputs>, ApiError> {
+    use crate::alerts::schema::alerts as alerts_table;
+    let key_ids: Vec<&str> = agents_now.iter().map(|(_, key, _)| *key).collect();
+    let key_created: HashMap<String, i64> = agent_keys::table
+        .filter(agent_keys::key_id.eq_any(&key_ids))
+        .select((agent_keys::key_id, agent_keys::created_at))
+        .load::<(String, i64)>(conn)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .collect();
+    let agent_ids: Vec<&str> = agents_now.iter().map(|(id, _, _)| *id).collect();
+    let unresolved: Vec<(Option<String>, String)> = alerts_table::table
+        .filter(alerts_table::agent_id.eq_any(&agent_ids))
+        .filter(alerts_table::status.ne("resolved"))
+        .filter(alerts_table::kind.ne_all([
+            AlertKind::TrustBelowThreshold.as_str(),
+            AlertKind::AgentSuspended.as_str(),
+            AlertKind::AgentRevoked.as_str(),
+        ]))
+        .select((alerts_table::agent_id, alerts_table::severity))
+        .load(conn)
+        .map_err(ApiError::internal)?;
+    let mut open: HashMap<String, OpenAlerts> = HashMap::new();
+    for (agent_id, severity) in unresolved {
+        if let (Some(agent_id), Some(severity)) = (agent_id, Severity::parse(&severity)) {
+            open.entry(agent_id).or_default().add(severity);
+        }
+    }
+    Ok(agents_now
+        .iter()
+        .map(|(id, key, created_at)| {
+            (
+                (*id).to_owned(),
+                TrustInputs {
+                    now_ms: now,
+                    agent_created_at_ms: *created_at,
+                    key_created_at_ms: key_created.get(*key).copied().unwrap_or(*created_at),
+                    open_alerts: open.get(*id).copied().unwrap_or_default(),
+                    // Per-organization rotation policy and weights: the trust issue.
+                    key_max_age_ms: None,
+                },
+            )
+        })
+        .collect())
+}
+
+/// A stored trust state, or a fresh one starting at the agent's creation.
+fn stored_state(json: Option<&str>, created_at: i64) -> Result<TrustState, ApiError> {
+    match json {
+        Some(text) => serde_json::from_str(text).map_err(ApiError::internal),
+        None => Ok(TrustState::new(created_at)),
+    }
+}
+
+/// Applies the batch's decisions to each decided agent's trust state, in order, and
+/// scores it as of `now`. Returns, per agent, the state to store and its score.
+fn advance_trust(
+    conn: &mut DbConn,
+    candidates: &[&Candidate],
+    decided: &[(usize, DecisionReason)],
+    agents_now: &HashMap<String, AgentNow>,
+    now: i64,
+) -> Result<HashMap<String, (String, TrustScore)>, ApiError> {
+    if decided.is_empty() {
+        return Ok(HashMap::new());
+    }
+    // Risk levels of the decided capabilities, for weighting violations.
+    let orgs: Vec<&str> = decided
+        .iter()
+        .map(|&(i, _)| candidates[i].org_id.as_str())
+        .collect();
+    let names: Vec<&str> = decided
+        .iter()
+        .map(|&(i, _)| candidates[i].capability.as_str())
+        .collect();
+    let risks: HashMap<(String, String), RiskLevel> = caps::table
+        .filter(caps::org_id.eq_any(&orgs))
+        .filter(caps::name.eq_any(&names))
+        .select((caps::org_id, caps::name, caps::risk_level))
+        .load::<(String, String, String)>(conn)
+        .map_err(ApiError::internal)?
+        .into_iter()
+        .filter_map(|(o, n, r)| RiskLevel::parse(&r).map(|r| ((o, n), r)))
+        .collect();
+    let mut states: HashMap<&str, TrustState> = HashMap::new();
+    for &(i, reason) in decided {
+        let c = candidates[i];
+        let Some(agent) = agents_now.get(&c.agent_id) else {
+            continue;
+        };
+        let state = match states.entry(c.agent_id.as_str()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(stored_state(
+                agent.trust_state.as_deref(),
+                agent.created_at,
+            )?),
+        };
+        let risk = risks
+            .get(&(c.org_id.clone(), c.capability.clone()))
+            .copied();
+        if let Some(event) = TrustEvent::from_decision(reason, risk) {
+            state.apply(event, now);
+        }
+    }
+    let keyed: Vec<(&str, &str, i64)> = states
+        .keys()
+        .filter_map(|id| {
+            agents_now
+                .get(*id)
+                .map(|a| (*id, a.key_id.as_str(), a.created_at))
+        })
+        .collect();
+    let inputs = trust_inputs(conn, &keyed, now)?;
+    let weights = Weights::default();
+    let mut out = HashMap::new();
+    for (agent_id, state) in states {
+        let Some(input) = inputs.get(agent_id) else {
+            continue;
+        };
+        let score = trust::score(&state, input, &weights);
+        let json = serde_json::to_string(&state).map_err(ApiError::internal)?;
+        out.insert(agent_id.to_owned(), (json, score));
+    }
+    Ok(out)
+}
+
+/// The agent's trust report as of `now` (every factor with its value, weight,
+/// contribution and reason), from its stored state; nothing is written.
+pub fn trust_report(
+    conn: &mut DbConn,
+    org_id: &str,
+    agent_id: &str,
+    now: i64,
+) -> Result<TrustReport, ApiError> {
+    let (key_id, created_at, state): (String, i64, Option<String>) = agents::table
+        .inner_join(agent_stats::table)
+        .filter(agents::id.eq(agent_id))
+        .filter(agents::org_id.eq(org_id))
+        .select((agents::key_id, agents::created_at, agent_stats::trust_state))
+        .first(conn)
+        .optional()
+        .map_err(ApiError::internal)?
+        .ok_or_else(ApiError::not_found)?;
+    let state = stored_state(state.as_deref(), created_at)?;
+    let inputs = trust_inputs(conn, &[(agent_id, key_id.as_str(), created_at)], now)?;
+    let input = inputs
+        .get(agent_id)
+        .ok_or_else(|| ApiError::internal("trust inputs missing"))?;
+    Ok(trust::evaluate(&state, input, &Weights::default()))
+}
+
+/// The score a newly registered agent starts with: the model's, for an agent with
+/// no history and no alerts, as of its creation.
+pub fn initial_trust(created_at: i64) -> TrustScore {
+    let inputs = TrustInputs {
+        now_ms: created_at,
+        agent_created_at_ms: created_at,
+        key_created_at_ms: created_at,
+        open_alerts: OpenAlerts::default(),
+        key_max_age_ms: None,
+    };
+    trust::score(&TrustState::new(created_at), &inputs, &Weights::default())
 }
 
 /// Inserts the nonces of `indexes` (distinct within the batch), returning the
@@ -746,17 +928,4 @@ fn side_effects(
         .map_err(ApiError::internal)?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn trust_score_starts_neutral_and_moves_with_evidence() {
-        assert_eq!(trust_score(0, 0), 50.0);
-        assert!(trust_score(100, 0) > 95.0);
-        assert!(trust_score(10, 5) < trust_score(10, 0));
-        assert!(trust_score(0, 10) < 5.0);
-    }
 }

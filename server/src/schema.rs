@@ -90,6 +90,8 @@ diesel::table! {
         actions_denied -> BigInt,
         incidents -> BigInt,
         last_seen_at -> Nullable<BigInt>,
+        trust_state -> Nullable<Text>,
+        trust_confidence -> Double,
     }
 }
 

@@ -47,6 +47,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(agents::reactivate_agent)
         .service(agents::revoke_agent)
         .service(agents::list_agent_keys)
+        .service(agents::get_agent_trust)
         .service(agents::rotate_agent_key)
         .service(agents::create_agent_challenge)
         .service(agents::verify_agent_challenge)

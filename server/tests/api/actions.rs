@@ -5,8 +5,8 @@ use agentid_protocol::{b64, Envelope};
 use reqwest::Method;
 
 use crate::agents::{
-    active_agent, catalogue, decide, grant, new_key, now_secs, owner_token, post_envelope,
-    TestAgent,
+    active_agent, catalogue, decide, get_json, grant, new_key, now_secs, owner_token,
+    post_envelope, TestAgent,
 };
 use crate::both_backends;
 use crate::helpers::{assert_error, spawn_app, spawn_app_with, Backend, TestApp};
@@ -99,14 +99,7 @@ async fn granted_action_is_allowed_with_an_offline_receipt(backend: Backend) {
         record["details"]["args_digest"],
         payload.args_digest.clone().unwrap()
     );
-    let report: serde_json::Value = app
-        .with(Method::GET, "/api/v1/audit/verify", &owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: serde_json::Value = get_json(&app, "/api/v1/audit/verify", &owner).await;
     assert_eq!(report["valid"], true);
 
     // A tampered receipt does not verify.
@@ -269,25 +262,48 @@ async fn every_denial_has_its_own_reason(backend: Backend) {
         .collect();
     assert!(kinds.contains(&"capability_violation"), "{kinds:?}");
     assert!(kinds.contains(&"replay"), "{kinds:?}");
-    let after: serde_json::Value = app
-        .with(Method::GET, &format!("/api/v1/agents/{}", agent.id), &owner)
+    let after: serde_json::Value =
+        get_json(&app, &format!("/api/v1/agents/{}", agent.id), &owner).await;
+    assert!(after["trust_score"].as_f64().unwrap() < 50.0, "{after}");
+    // The score is explained factor by factor.
+    let report: serde_json::Value = app
+        .with(
+            Method::GET,
+            &format!("/api/v1/agents/{}/trust", agent.id),
+            &owner,
+        )
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert!(after["trust_score"].as_f64().unwrap() < 50.0, "{after}");
+    let factor = |name: &str| {
+        report["factors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["factor"] == name)
+            .unwrap_or_else(|| panic!("factor {name} in {report}"))
+            .clone()
+    };
+    assert!(
+        factor("capability_violations")["value"].as_f64().unwrap() < 1.0,
+        "{report}"
+    );
+    assert!(
+        factor("replays")["value"].as_f64().unwrap() < 1.0,
+        "{report}"
+    );
+    assert!(!factor("capability_violations")["reason"]
+        .as_str()
+        .unwrap()
+        .is_empty());
+    let score = report["score"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&score) && score < 50.0, "{report}");
 
     // Every decision is in the audit log, and the chain verifies.
-    let report: serde_json::Value = app
-        .with(Method::GET, "/api/v1/audit/verify", &owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: serde_json::Value = get_json(&app, "/api/v1/audit/verify", &owner).await;
     assert_eq!(report["valid"], true);
 }
 both_backends!(every_denial_has_its_own_reason);
@@ -458,14 +474,7 @@ async fn edited_audit_row_is_reported(backend: Backend) {
     .await
     .unwrap();
 
-    let report: serde_json::Value = app
-        .with(Method::GET, "/api/v1/audit/verify", &owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: serde_json::Value = get_json(&app, "/api/v1/audit/verify", &owner).await;
     assert_eq!(report["valid"], false);
     assert_eq!(report["first_bad_seq"], seq);
 }
@@ -546,14 +555,7 @@ async fn two_replicas_share_nonces_and_revocations() {
     assert_eq!(decision["reason"], "agent_revoked");
 
     // Both replicas appended to one chain, which verifies.
-    let report: serde_json::Value = app
-        .with(Method::GET, "/api/v1/audit/verify", &owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: serde_json::Value = get_json(&app, "/api/v1/audit/verify", &owner).await;
     assert_eq!(report["valid"], true, "{report}");
 }
 

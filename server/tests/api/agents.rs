@@ -174,6 +174,17 @@ pub async fn grant(
     response.json().await.unwrap()
 }
 
+/// GETs `path` with `credential` and returns the JSON body.
+pub async fn get_json(app: &TestApp, path: &str, credential: &str) -> serde_json::Value {
+    app.with(Method::GET, path, credential)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Submits an action envelope and returns the decision (asserting a 200).
 pub async fn decide(app: &TestApp, envelope: String) -> serde_json::Value {
     let response = post_envelope(app, "/api/v1/actions/verify", envelope).await;
@@ -294,14 +305,8 @@ async fn registration_and_proof_of_possession(backend: Backend) {
     assert_eq!(by_key["owner_id"], agent["owner_id"]);
 
     // The registration and the activation are in the audit log.
-    let audit: serde_json::Value = app
-        .with(Method::GET, &format!("/api/v1/audit?agent_id={id}"), &owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let audit: serde_json::Value =
+        get_json(&app, &format!("/api/v1/audit?agent_id={id}"), &owner).await;
     let actions: Vec<&str> = audit["records"]
         .as_array()
         .unwrap()
@@ -378,25 +383,12 @@ async fn lifecycle_is_enforced_at_once(backend: Backend) {
         .unwrap();
     let body = assert_error(response, 409).await;
     assert_eq!(body["error"]["code"], "invalid_state");
-    let keys: serde_json::Value = app
-        .with(Method::GET, &path("keys"), &owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let keys: serde_json::Value = get_json(&app, &path("keys"), &owner).await;
     assert_eq!(keys[0]["status"], "revoked");
 
     // The revocation raised an alert.
-    let alerts: serde_json::Value = app
-        .with(Method::GET, "/api/v1/alerts?kind=agent_revoked", &owner)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let alerts: serde_json::Value =
+        get_json(&app, "/api/v1/alerts?kind=agent_revoked", &owner).await;
     assert_eq!(alerts["alerts"][0]["agent_id"], agent.id.as_str());
 }
 both_backends!(lifecycle_is_enforced_at_once);
