@@ -225,7 +225,7 @@ impl ParsedEnvelope {
     /// Lowercase hex SHA-256 of [`Self::signed_bytes`]: names the statement in
     /// receipts and audit records independently of its JSON spelling.
     pub fn digest(&self) -> String {
-        hex_lower(&Sha256::digest(self.signed_bytes()))
+        digest_of(&self.signed_bytes())
     }
 
     /// The signature made with the key whose id is `keyid`, if any.
@@ -275,14 +275,10 @@ impl Envelope {
     }
 }
 
-fn hex_lower(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+/// Lowercase hex SHA-256 of signed bytes (as [`ParsedEnvelope::signed_bytes`]
+/// returns them): an envelope's digest, for callers that already hold the bytes.
+pub fn digest_of(signed: &[u8]) -> String {
+    hex::encode(Sha256::digest(signed))
 }
 
 #[cfg(test)]

@@ -294,11 +294,12 @@ pub fn register(
         ))
         .execute(conn)
         .map_err(|e| db_error(e, "An agent with this name"))?;
+    let trust = crate::decisions::initial_trust(ctx.now);
     diesel::insert_into(agent_stats::table)
         .values((
             agent_stats::agent_id.eq(&id),
-            agent_stats::trust_score.eq(crate::decisions::initial_trust(ctx.now).score),
-            agent_stats::trust_confidence.eq(crate::decisions::initial_trust(ctx.now).confidence),
+            agent_stats::trust_score.eq(trust.score),
+            agent_stats::trust_confidence.eq(trust.confidence),
         ))
         .execute(conn)
         .map_err(ApiError::internal)?;

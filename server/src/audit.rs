@@ -302,48 +302,9 @@ pub fn append(
     event: &NewEvent<'_>,
     now_ms: i64,
 ) -> QueryResult<AuditRecord> {
-    // Non-database work first, so nothing fallible runs while the head is locked.
-    let details = serde_json::to_string(&event.details)
-        .map_err(|e| DieselError::SerializationError(Box::new(e)))?;
-    let id = uuid::Uuid::new_v4().to_string();
-
-    // First statement: take the head row lock and reserve the next seq.
-    let locked = diesel::update(audit_heads::table.find(org_id))
-        .set(audit_heads::seq.eq(audit_heads::seq + 1_i64))
-        .execute(conn)?;
-    if locked == 0 {
-        return Err(DieselError::NotFound);
-    }
-    let (seq, prev_hash): (i64, String) = audit_heads::table
-        .find(org_id)
-        .select((audit_heads::seq, audit_heads::hash))
-        .first(conn)?;
-
-    let mut row = Row {
-        id,
-        org_id: org_id.to_owned(),
-        seq,
-        occurred_at: now_ms,
-        actor_type: event.actor_type.as_str().to_owned(),
-        actor_id: event.actor_id.map(str::to_owned),
-        action: event.action.to_owned(),
-        target_type: event.target_type.map(str::to_owned),
-        target_id: event.target_id.map(str::to_owned),
-        outcome: event.outcome.as_str().to_owned(),
-        details,
-        request_id: event.request_id.map(str::to_owned),
-        prev_hash,
-        hash: String::new(),
-    };
-    row.hash = row.compute_hash();
-
-    diesel::insert_into(audit_records::table)
-        .values(&row)
-        .execute(conn)?;
-    diesel::update(audit_heads::table.find(org_id))
-        .set(audit_heads::hash.eq(&row.hash))
-        .execute(conn)?;
-    row.into_record()
+    append_batch(conn, org_id, std::slice::from_ref(event), now_ms)?
+        .pop()
+        .ok_or(DieselError::NotFound)
 }
 
 /// Appends `events`, in order, to the organization's chain as of `now_ms` with one

@@ -12,6 +12,8 @@
 //! Nothing here may widen a grant: an unknown state, an absent pattern on an action
 //! that needs one, or an expired or revoked grant never allows anything more.
 
+use std::collections::HashMap;
+
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,7 +25,7 @@ use crate::error::{ApiError, ErrorCode};
 use crate::schema::{agent_grants, agents, capabilities, organizations};
 
 /// Longest namespace or action part of a capability name, in characters.
-pub const MAX_NAME_PART_LEN: usize = 64;
+pub const MAX_NAME_PART_LEN: usize = agentid_protocol::capability::MAX_PART_LEN;
 /// Longest resource pattern, in characters.
 pub const MAX_PATTERN_LEN: usize = 512;
 /// Longest capability description, in characters.
@@ -37,19 +39,8 @@ fn internal(error: diesel::result::Error) -> ApiError {
 /// 1 to 64 characters of `a-z 0-9 _ . -` starting with a letter or digit, and
 /// exactly one `:`.
 pub fn is_valid_capability_name(name: &str) -> bool {
-    fn part_ok(part: &str) -> bool {
-        let bytes = part.as_bytes();
-        !bytes.is_empty()
-            && bytes.len() <= MAX_NAME_PART_LEN
-            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-            && bytes.iter().all(|&b| {
-                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-')
-            })
-    }
-    match name.split_once(':') {
-        Some((namespace, action)) => part_ok(namespace) && part_ok(action),
-        None => false,
-    }
+    // One rule for the catalogue and for signed actions: the protocol's.
+    agentid_protocol::capability::is_valid_name(name)
 }
 
 /// Whether `resource` matches the glob `pattern`: `*` matches any run of
@@ -809,38 +800,36 @@ pub fn revoke_grant(
     Ok(grant)
 }
 
-/// The unrevoked grants of `capability` held by an agent of the organization
-/// (expired ones included: [`evaluate`] weighs expiry against its own `now`).
-pub fn grant_views(
+/// The unrevoked grants of each of `agent_ids` (expired ones included: [`evaluate`]
+/// weighs expiry against its own `now`), for the decision writer, which reads them
+/// inside the decision's transaction. Agent ids are unique across organizations and
+/// come from rows already scoped to the statement's organization.
+pub fn live_grants(
     conn: &mut DbConn,
-    org_id: &str,
-    agent_id: &str,
-    capability: &str,
-) -> QueryResult<Vec<GrantView>> {
-    type ViewRow = (String, Option<String>, Option<i64>, Option<i64>);
+    agent_ids: &[&str],
+) -> QueryResult<HashMap<String, Vec<GrantView>>> {
+    type ViewRow = (String, String, Option<String>, Option<i64>, Option<i64>);
     let rows: Vec<ViewRow> = agent_grants::table
-        .filter(agent_grants::org_id.eq(org_id))
-        .filter(agent_grants::agent_id.eq(agent_id))
-        .filter(agent_grants::capability.eq(capability))
+        .filter(agent_grants::agent_id.eq_any(agent_ids))
         .filter(agent_grants::revoked_at.is_null())
         .select((
+            agent_grants::agent_id,
             agent_grants::capability,
             agent_grants::resource_pattern,
             agent_grants::expires_at,
             agent_grants::revoked_at,
         ))
         .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(capability, resource_pattern, expires_at, revoked_at)| GrantView {
-                capability,
-                resource_pattern,
-                expires_at,
-                revoked_at,
-            },
-        )
-        .collect())
+    let mut grants: HashMap<String, Vec<GrantView>> = HashMap::new();
+    for (agent_id, capability, resource_pattern, expires_at, revoked_at) in rows {
+        grants.entry(agent_id).or_default().push(GrantView {
+            capability,
+            resource_pattern,
+            expires_at,
+            revoked_at,
+        });
+    }
+    Ok(grants)
 }
 
 /// The organization's enforcement mode.
@@ -1590,27 +1579,24 @@ mod tests {
             assert_eq!(files.state, GrantState::Expired);
 
             // The decision path's view.
-            let views = grant_views(conn, &org_a, &agent_a, "email:send").unwrap();
+            let live = live_grants(conn, &[agent_a.as_str()]).unwrap();
+            let views = &live[&agent_a];
             assert_eq!(
-                evaluate(&views, "email:send", Some("bob@example.com"), NOW),
+                evaluate(views, "email:send", Some("bob@example.com"), NOW),
                 GrantCheck::Granted
             );
             assert_eq!(
-                evaluate(&views, "email:send", Some("eve@evil.test"), NOW),
+                evaluate(views, "email:send", Some("eve@evil.test"), NOW),
                 GrantCheck::ResourceNotInScope
             );
-            let views = grant_views(conn, &org_a, &agent_a, "files:read").unwrap();
             assert_eq!(
-                evaluate(&views, "files:read", None, NOW + 59_999),
+                evaluate(views, "files:read", None, NOW + 59_999),
                 GrantCheck::Granted
             );
             assert_eq!(
-                evaluate(&views, "files:read", None, NOW + 60_000),
+                evaluate(views, "files:read", None, NOW + 60_000),
                 GrantCheck::NotGranted
             );
-            assert!(grant_views(conn, &org_b, &agent_a, "email:send")
-                .unwrap()
-                .is_empty());
 
             // Revocation: from another organization or agent it is not found; then
             // it works once.
@@ -1632,9 +1618,10 @@ mod tests {
             })
             .unwrap_err();
             assert_eq!(again.code(), ErrorCode::InvalidState);
-            let views = grant_views(conn, &org_a, &agent_a, "email:send").unwrap();
+            let live = live_grants(conn, &[agent_a.as_str()]).unwrap();
+            let views = &live[&agent_a];
             assert_eq!(
-                evaluate(&views, "email:send", Some("bob@example.com"), NOW + 2_000),
+                evaluate(views, "email:send", Some("bob@example.com"), NOW + 2_000),
                 GrantCheck::NotGranted
             );
             let listed = list_agent_grants(conn, &org_a, &agent_a, NOW + 2_000).unwrap();

@@ -33,13 +33,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::alerts::{self, AlertKind, NewAlert, Severity};
 use crate::audit::{self, ActorType, NewEvent, Outcome};
-use crate::capabilities::{self, GrantCheck, GrantView, RiskLevel};
+use crate::capabilities::{self, GrantCheck, RiskLevel};
 use crate::db::{write_transaction, Database, DbConn};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::schema::{
-    action_nonces, agent_grants, agent_keys, agent_stats, agents, capabilities as caps,
-    organizations, trust_events,
+    action_nonces, agent_keys, agent_stats, agents, capabilities as caps, organizations,
+    trust_events,
 };
 use crate::trust::{
     self, OpenAlerts, TrustEvent, TrustInputs, TrustReport, TrustScore, TrustState, Weights,
@@ -265,15 +265,12 @@ type AgentNowRow = (
     i64,
     Option<String>,
 );
-/// (agent id, capability, pattern, expires at, revoked at)
-type GrantRow = (String, String, Option<String>, Option<i64>, Option<i64>);
 
 /// Per-agent changes made by a batch.
 #[derive(Debug, Default)]
 struct AgentDelta {
     allowed: i64,
     denied: i64,
-    incidents: i64,
     bad_signatures: i64,
 }
 
@@ -397,27 +394,7 @@ fn decide_in(
             .iter()
             .map(|&i| candidates[i].agent_id.as_str())
             .collect();
-        let grant_rows: Vec<GrantRow> = agent_grants::table
-            .filter(agent_grants::agent_id.eq_any(&agent_ids))
-            .filter(agent_grants::revoked_at.is_null())
-            .select((
-                agent_grants::agent_id,
-                agent_grants::capability,
-                agent_grants::resource_pattern,
-                agent_grants::expires_at,
-                agent_grants::revoked_at,
-            ))
-            .load(conn)
-            .map_err(ApiError::internal)?;
-        let mut grants: HashMap<String, Vec<GrantView>> = HashMap::new();
-        for (agent_id, capability, resource_pattern, expires_at, revoked_at) in grant_rows {
-            grants.entry(agent_id).or_default().push(GrantView {
-                capability,
-                resource_pattern,
-                expires_at,
-                revoked_at,
-            });
-        }
+        let grants = capabilities::live_grants(conn, &agent_ids).map_err(ApiError::internal)?;
         let orgs: Vec<&str> = standing
             .iter()
             .map(|&i| candidates[i].org_id.as_str())
@@ -585,7 +562,6 @@ fn decide_in(
             .set((
                 agent_stats::actions_allowed.eq(agent_stats::actions_allowed + delta.allowed),
                 agent_stats::actions_denied.eq(agent_stats::actions_denied + delta.denied),
-                agent_stats::incidents.eq(agent_stats::incidents + delta.incidents),
                 agent_stats::trust_score.eq(score.score),
                 agent_stats::trust_confidence.eq(score.confidence),
                 agent_stats::trust_state.eq(state_json),
@@ -892,7 +868,6 @@ fn side_effects(
         }
         _ => return Ok(()),
     };
-    delta.incidents += 1;
     let details = serde_json::json!({
         "reason": reason.as_str(),
         "capability": c.capability,

@@ -88,7 +88,6 @@ diesel::table! {
         trust_score -> Double,
         actions_allowed -> BigInt,
         actions_denied -> BigInt,
-        incidents -> BigInt,
         last_seen_at -> Nullable<BigInt>,
         trust_state -> Nullable<Text>,
         trust_confidence -> Double,

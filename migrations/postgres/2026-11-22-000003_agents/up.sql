@@ -34,8 +34,6 @@ CREATE TABLE agent_stats (
     trust_score DOUBLE PRECISION NOT NULL,
     actions_allowed BIGINT NOT NULL DEFAULT 0,
     actions_denied BIGINT NOT NULL DEFAULT 0,
-    -- Capability violations, replays and bad signatures, for the trust score.
-    incidents BIGINT NOT NULL DEFAULT 0,
     last_seen_at BIGINT
 );
 

@@ -58,11 +58,14 @@ pub async fn verify_action(
     // (1)-(2) Envelope and payload, before touching the database.
     let envelope = read_envelope(&req, &body, PayloadType::Action)?;
     let payload = ActionPayload::parse(&envelope.payload).map_err(invalid_envelope)?;
-    let keyid = envelope
+    // An action envelope carries exactly one signature (checked by the parser).
+    let signature = envelope
         .signatures
         .first()
-        .map(|s| s.keyid.clone())
-        .unwrap_or_default();
+        .ok_or_else(|| ApiError::internal("a parsed action envelope without a signature"))?;
+    let keyid = signature.keyid.clone();
+    // The signed bytes, built once: verified below, and digested for the record.
+    let signed = envelope.signed_bytes();
 
     // (3) The agent and its current key: from the cache when the statement names
     // the cached key, else from the database.
@@ -96,7 +99,8 @@ pub async fn verify_action(
             Some("revoked") => DecisionReason::KeyRevoked,
             _ => DecisionReason::UnknownKey,
         }),
-        Some(current) => match envelope.verify(&current.key) {
+        // The statement names this key (`key` is set only then): verify its signature.
+        Some(current) => match current.key.verify(&signed, &signature.sig) {
             Err(e) if e.kind == ProtocolErrorKind::NonCanonicalSignature => {
                 Some(DecisionReason::NonCanonicalSignature)
             }
@@ -113,7 +117,7 @@ pub async fn verify_action(
     };
 
     // (4), (9)-(11) and the audit record: decided and committed by the writer.
-    let envelope_sha256 = envelope.digest();
+    let envelope_sha256 = agentid_protocol::envelope::digest_of(&signed);
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.to_string());
     let ActionPayload {
         agent_id,
