@@ -343,6 +343,41 @@ fn insert_key(
     Ok(())
 }
 
+/// After a registration failed with a conflict: the agent already registered under
+/// `name` with the same current public key, if there is one and it is not revoked.
+/// Registering again is then a no-op answered with that agent, so an SDK may
+/// register on every start and two processes may race. A different key, or a
+/// revoked agent, stays a conflict with a message saying which.
+pub fn registered_same(
+    conn: &mut DbConn,
+    org_id: &str,
+    agent: &NewAgent,
+) -> Result<Option<Agent>, ApiError> {
+    let existing: Option<(String, String, String)> = agents::table
+        .filter(agents::org_id.eq(org_id))
+        .filter(agents::name.eq(&agent.name))
+        .select((agents::id, agents::public_key, agents::status))
+        .first(conn)
+        .optional()
+        .map_err(ApiError::internal)?;
+    let Some((id, public_key, status)) = existing else {
+        return Ok(None);
+    };
+    if public_key != agent.public_key.to_b64url() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "An agent with this name is registered with a different public key.",
+        ));
+    }
+    if status == AgentStatus::Revoked.as_str() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            "An agent with this name and key was revoked; revocation is final.",
+        ));
+    }
+    get(conn, org_id, &id).map(Some)
+}
+
 /// The agent, if it belongs to `org_id`.
 pub fn get(conn: &mut DbConn, org_id: &str, agent_id: &str) -> Result<Agent, ApiError> {
     agents::table
@@ -376,6 +411,8 @@ pub fn get_unscoped(conn: &mut DbConn, agent_id: &str) -> Result<Agent, ApiError
 pub struct AgentFilter {
     pub status: Option<AgentStatus>,
     pub owner_id: Option<String>,
+    /// Exact name (names are unique within an organization).
+    pub name: Option<String>,
     /// Cursor: the last agent id of the previous page (agents are ordered by id).
     pub after: Option<String>,
     pub limit: i64,
@@ -395,6 +432,9 @@ pub fn list(conn: &mut DbConn, org_id: &str, filter: &AgentFilter) -> Result<Vec
     }
     if let Some(owner) = &filter.owner_id {
         query = query.filter(agents::owner_id.eq(owner.clone()));
+    }
+    if let Some(name) = &filter.name {
+        query = query.filter(agents::name.eq(name.clone()));
     }
     if let Some(after) = &filter.after {
         query = query.filter(agents::id.gt(after.clone()));

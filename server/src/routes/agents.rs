@@ -67,6 +67,8 @@ pub struct TransitionRequest {
 pub struct AgentQuery {
     pub status: Option<AgentStatus>,
     pub owner_id: Option<String>,
+    /// Exact agent name.
+    pub name: Option<String>,
     /// The last `id` of the previous page.
     pub after: Option<String>,
     /// Page size, 1 to 500 (default 100).
@@ -142,6 +144,11 @@ fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 /// Register an agent with its public key. The agent starts `pending` until it
 /// proves possession of the key (challenge, then verify).
 ///
+/// Idempotent per name and key: registering a name again with the agent's current
+/// public key answers `200` with the existing agent (nothing is changed or recorded),
+/// so a client may register on every start. The same name with another key, or a
+/// key already used by another agent, is `409 conflict`.
+///
 /// Permission: `agents:write`. The caller (for an API key, the user who created it)
 /// becomes the agent's owner.
 #[utoipa::path(
@@ -150,6 +157,7 @@ fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     request_body = CreateAgentRequest,
     responses(
         (status = 201, body = Agent),
+        (status = 200, description = "already registered under this name with this key", body = Agent),
         (status = 400, description = "invalid_request or weak_public_key", body = agentid_protocol::ErrorBody),
         (status = 403, body = agentid_protocol::ErrorBody),
         (status = 409, description = "name or public key already registered", body = agentid_protocol::ErrorBody)
@@ -178,7 +186,9 @@ pub async fn create_agent(
         metadata,
     )?;
     let now = crate::clock::now_ms();
-    let agent = state
+    let org_id = principal.org_id.clone();
+    let retry = new.clone();
+    let registered = state
         .db
         .run(move |conn| {
             write_transaction(conn, |conn| {
@@ -186,8 +196,21 @@ pub async fn create_agent(
                 agents::register(conn, &principal.org_id, principal.user_id(), &new, &ctx)
             })
         })
-        .await?;
-    Ok(HttpResponse::Created().json(agent))
+        .await;
+    match registered {
+        Ok(agent) => Ok(HttpResponse::Created().json(agent)),
+        // The failed insert rolled its transaction back; look again outside it.
+        Err(e) if e.code() == ErrorCode::Conflict => {
+            let existing = state
+                .db
+                .run(move |conn| agents::registered_same(conn, &org_id, &retry))
+                .await?;
+            existing
+                .map(|agent| HttpResponse::Ok().json(agent))
+                .ok_or(e)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Agents of the organization, ordered by id.
@@ -210,12 +233,14 @@ pub async fn list_agents(
     let AgentQuery {
         status,
         owner_id,
+        name,
         after,
         limit,
     } = query.into_inner();
     let filter = AgentFilter {
         status,
         owner_id,
+        name,
         after,
         limit: parse_limit(limit)?,
     };

@@ -226,7 +226,8 @@ async fn registration_and_proof_of_possession(backend: Backend) {
     assert_eq!(decision["allowed"], false);
     assert_eq!(decision["reason"], "agent_pending");
 
-    // Same name, same key: conflicts. A weak key: refused with its own code.
+    // Same name with another key, or the key under another name: conflicts. A weak
+    // key: refused with its own code.
     let response = register(&app, &owner, "mail-assistant", &new_key()).await;
     assert_error(response, 409).await;
     let response = register(&app, &owner, "other-name", &key).await;
@@ -469,3 +470,70 @@ async fn rotation_retires_the_old_key_at_once(backend: Backend) {
     assert!(keys[1]["retired_at"].is_string());
 }
 both_backends!(rotation_retires_the_old_key_at_once);
+
+async fn registration_is_idempotent_per_name_and_key(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = owner_token(&app, "Acme").await;
+    let key = new_key();
+
+    // Two clients registering the same name and key at once (an SDK starting in two
+    // processes): one creates, the other is answered with the same agent.
+    let (a, b) = tokio::join!(
+        register(&app, &owner, "twin", &key),
+        register(&app, &owner, "twin", &key)
+    );
+    let mut statuses = [a.status().as_u16(), b.status().as_u16()];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [200, 201]);
+    let a: serde_json::Value = a.json().await.unwrap();
+    let b: serde_json::Value = b.json().await.unwrap();
+    assert_eq!(a["id"], b["id"]);
+
+    // Again later, and after activation: the same agent, unchanged, not re-audited.
+    let agent = TestAgent {
+        id: a["id"].as_str().unwrap().to_owned(),
+        key: key.clone(),
+        audience: app.public_url.clone(),
+    };
+    let issued = challenge(&app, &agent.id).await;
+    let proof = answer(&agent.id, &issued, &key);
+    let response = post_envelope(&app, &format!("/api/v1/agents/{}/verify", agent.id), proof).await;
+    assert_eq!(response.status(), 200);
+    let again = register(&app, &owner, "twin", &key).await;
+    assert_eq!(again.status(), 200);
+    let again: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(again["id"], a["id"]);
+    assert_eq!(again["status"], "active");
+    let audit = get_json(&app, "/api/v1/audit?action=agent.registered", &owner).await;
+    assert_eq!(audit["records"].as_array().unwrap().len(), 1, "{audit}");
+
+    // The same name with another key is a conflict that says so; so is a revoked agent.
+    let body = assert_error(register(&app, &owner, "twin", &new_key()).await, 409).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("different public key"),
+        "{body}"
+    );
+    let response = app
+        .with(
+            Method::POST,
+            &format!("/api/v1/agents/{}/revoke", agent.id),
+            &owner,
+        )
+        .json(&serde_json::json!({ "reason": "test" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_error(register(&app, &owner, "twin", &key).await, 409).await;
+
+    // Looking an agent up by name.
+    let page = get_json(&app, "/api/v1/agents?name=twin", &owner).await;
+    assert_eq!(page["agents"].as_array().unwrap().len(), 1);
+    assert_eq!(page["agents"][0]["id"], a["id"]);
+    let page = get_json(&app, "/api/v1/agents?name=nobody", &owner).await;
+    assert!(page["agents"].as_array().unwrap().is_empty());
+}
+both_backends!(registration_is_idempotent_per_name_and_key);
