@@ -14,7 +14,11 @@ pub enum DecisionReason {
     Allowed,
     /// The agent has not yet proved possession of its key.
     AgentPending,
+    /// An administrator suspended the agent.
     AgentSuspended,
+    /// The agent was suspended automatically: its trust score fell below the
+    /// organization's suspension threshold. An administrator must reactivate it.
+    AgentSuspendedLowTrust,
     AgentRevoked,
     /// The signature's key id is not a key of this agent.
     UnknownKey,
@@ -51,6 +55,7 @@ impl DecisionReason {
         DecisionReason::Allowed,
         DecisionReason::AgentPending,
         DecisionReason::AgentSuspended,
+        DecisionReason::AgentSuspendedLowTrust,
         DecisionReason::AgentRevoked,
         DecisionReason::UnknownKey,
         DecisionReason::KeyRetired,
@@ -72,6 +77,7 @@ impl DecisionReason {
             DecisionReason::Allowed => "allowed",
             DecisionReason::AgentPending => "agent_pending",
             DecisionReason::AgentSuspended => "agent_suspended",
+            DecisionReason::AgentSuspendedLowTrust => "agent_suspended_low_trust",
             DecisionReason::AgentRevoked => "agent_revoked",
             DecisionReason::UnknownKey => "unknown_key",
             DecisionReason::KeyRetired => "key_retired",
@@ -155,6 +161,10 @@ pub struct Decision {
     /// The agent's trust score when the decision was made (absent when the
     /// statement was not authenticated).
     pub trust_score: Option<f64>,
+    /// True when that score is below the organization's trust alert threshold (an
+    /// alert has been raised about the agent); the action may still be allowed.
+    #[serde(default)]
+    pub trust_alert: bool,
     pub enforcement: Enforcement,
     /// The position of the decision's record in the organization's audit chain.
     pub audit_seq: i64,

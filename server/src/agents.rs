@@ -294,16 +294,8 @@ pub fn register(
         ))
         .execute(conn)
         .map_err(|e| db_error(e, "An agent with this name"))?;
-    let trust = crate::decisions::initial_trust(ctx.now);
-    diesel::insert_into(agent_stats::table)
-        .values((
-            agent_stats::agent_id.eq(&id),
-            agent_stats::trust_score.eq(trust.score),
-            agent_stats::trust_confidence.eq(trust.confidence),
-        ))
-        .execute(conn)
-        .map_err(ApiError::internal)?;
     insert_key(conn, org_id, &id, &key_id, &public_key, ctx.now)?;
+    crate::trust_store::start(conn, org_id, &id, &key_id, ctx.now)?;
     ctx.record(
         conn,
         org_id,
@@ -609,6 +601,12 @@ pub fn transition(
             "The agent changed concurrently; read it again and retry.",
         ));
     }
+    // Whatever the transition, the agent is no longer suspended *by its trust score*:
+    // a reactivated agent stays active until its score falls below the threshold again.
+    diesel::update(agent_stats::table.find(agent_id))
+        .set(agent_stats::trust_suspended_at.eq(None::<i64>))
+        .execute(conn)
+        .map_err(ApiError::internal)?;
     if to == AgentStatus::Revoked {
         diesel::update(
             agent_keys::table
@@ -902,6 +900,16 @@ pub fn rotate_key(
         Some(("agent", &agent.id)),
         Outcome::Success,
         serde_json::json!({ "old_key_id": agent.key_id, "new_key_id": new_key_id, "did": new_did }),
+    )?;
+    // A fresh key restores key hygiene at once.
+    crate::trust_store::refresh(
+        conn,
+        &agent.org_id,
+        &agent.id,
+        crate::trust_store::Cause::KeyRotated,
+        serde_json::json!({ "old_key_id": agent.key_id, "new_key_id": new_key_id }),
+        None,
+        ctx,
     )?;
     get(conn, &agent.org_id, &agent.id)
 }

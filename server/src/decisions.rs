@@ -38,12 +38,10 @@ use crate::db::{write_transaction, Database, DbConn};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::schema::{
-    action_nonces, agent_keys, agent_stats, agents, capabilities as caps, organizations,
-    trust_events,
+    action_nonces, agent_stats, agents, capabilities as caps, organizations, trust_events,
 };
-use crate::trust::{
-    self, OpenAlerts, TrustEvent, TrustInputs, TrustReport, TrustScore, TrustState, Weights,
-};
+use crate::trust::{self, TrustEvent, TrustState};
+use crate::trust_store::{self, AgentRef, TrustPolicy};
 
 /// Most candidates decided in one transaction.
 pub const MAX_BATCH: usize = 256;
@@ -126,6 +124,8 @@ pub struct Recorded {
     pub enforcement: Enforcement,
     /// Absent when the statement was not authenticated.
     pub trust_score: Option<f64>,
+    /// The score is below the organization's trust alert threshold.
+    pub trust_alert: bool,
     pub audit_seq: i64,
     pub audit_hash: String,
     pub decided_at_ms: i64,
@@ -242,19 +242,23 @@ fn prune_nonces(db: &Database, settings: WriterSettings, now_ms: i64) -> Result<
 }
 
 /// The fresh view of an agent inside the batch transaction.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct AgentNow {
     org_id: String,
     status: String,
     key_id: String,
-    trust_score: f64,
+    /// The stored score (as of the agent's last trust change).
+    stored_score: f64,
     enforcement: Enforcement,
     created_at: i64,
-    /// The stored trust model state (JSON), if built yet.
-    trust_state: Option<String>,
+    /// The score of the agent's latest trust history point.
+    recorded_score: Option<f64>,
+    /// Suspended automatically for a low trust score.
+    suspended_for_trust: bool,
 }
 
-/// (id, org, status, key id, trust score, enforcement, created at, trust state)
+/// (id, org, status, key id, trust score, enforcement, created at, trust state,
+/// recorded score, suspended for trust at, organization's trust policy)
 type AgentNowRow = (
     String,
     String,
@@ -263,6 +267,9 @@ type AgentNowRow = (
     f64,
     String,
     i64,
+    Option<String>,
+    Option<f64>,
+    Option<i64>,
     Option<String>,
 );
 
@@ -293,7 +300,7 @@ fn decide_in(
     candidates: &[&Candidate],
     now: i64,
 ) -> Result<Vec<Result<Recorded, ApiError>>, ApiError> {
-    // 1. Fresh agent state.
+    // 1. Fresh agent state, its trust state and its organization's trust policy.
     let ids: Vec<&str> = candidates
         .iter()
         .map(|c| c.agent_id.as_str())
@@ -313,28 +320,68 @@ fn decide_in(
             organizations::enforcement,
             agents::created_at,
             agent_stats::trust_state,
+            agent_stats::trust_recorded_score,
+            agent_stats::trust_suspended_at,
+            organizations::trust_policy,
         ))
         .load(conn)
         .map_err(ApiError::internal)?;
-    let agents_now: HashMap<String, AgentNow> = rows
-        .into_iter()
-        .map(
-            |(id, org_id, status, key_id, trust_score, enforcement, created_at, trust_state)| {
-                let enforcement = Enforcement::parse(&enforcement).unwrap_or(Enforcement::Enforce);
-                (
-                    id,
-                    AgentNow {
-                        org_id,
-                        status,
-                        key_id,
-                        trust_score,
-                        enforcement,
-                        created_at,
-                        trust_state,
-                    },
-                )
+    let mut agents_now: HashMap<String, AgentNow> = HashMap::with_capacity(rows.len());
+    let mut states: HashMap<String, TrustState> = HashMap::with_capacity(rows.len());
+    let mut policies: HashMap<String, TrustPolicy> = HashMap::new();
+    for (
+        id,
+        org_id,
+        status,
+        key_id,
+        stored_score,
+        enforcement,
+        created_at,
+        trust_state,
+        recorded_score,
+        suspended_at,
+        policy,
+    ) in rows
+    {
+        if !policies.contains_key(&org_id) {
+            policies.insert(
+                org_id.clone(),
+                trust_store::parse_policy(policy.as_deref())?,
+            );
+        }
+        states.insert(
+            id.clone(),
+            trust_store::stored_state(trust_state.as_deref(), created_at)?,
+        );
+        agents_now.insert(
+            id,
+            AgentNow {
+                org_id,
+                status,
+                key_id,
+                stored_score,
+                enforcement: Enforcement::parse(&enforcement).unwrap_or(Enforcement::Enforce),
+                created_at,
+                recorded_score,
+                suspended_for_trust: suspended_at.is_some(),
             },
-        )
+        );
+    }
+    // Each agent's score as of now: its stored state, decayed to the batch's time
+    // (constant work per agent; no history is read).
+    let refs = agent_refs(&agents_now, agents_now.keys().map(String::as_str));
+    let mut inputs = trust_store::inputs(conn, &refs, &policies, now)?;
+    let scores_now: HashMap<&str, f64> = refs
+        .iter()
+        .filter_map(|a| {
+            let state = states.get(a.id)?;
+            let input = inputs.get(a.id)?;
+            let weights = policies
+                .get(a.org_id)
+                .map(|p| p.weights)
+                .unwrap_or_default();
+            Some((a.id, trust::score(state, input, &weights).score))
+        })
         .collect();
 
     // 2. Identity, key, signature, audience, freshness.
@@ -345,6 +392,9 @@ fn decide_in(
             let status = match agent.status.as_str() {
                 "active" => None,
                 "pending" => Some(DecisionReason::AgentPending),
+                "suspended" if agent.suspended_for_trust => {
+                    Some(DecisionReason::AgentSuspendedLowTrust)
+                }
                 "suspended" => Some(DecisionReason::AgentSuspended),
                 _ => Some(DecisionReason::AgentRevoked),
             };
@@ -362,7 +412,6 @@ fn decide_in(
             }))
         })
         .collect();
-
     // 3. Nonces: first in the batch wins, then the primary key decides.
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     let mut to_insert: Vec<usize> = Vec::new();
@@ -425,7 +474,7 @@ fn decide_in(
                         .get(&(c.org_id.clone(), c.capability.clone()))
                         .copied()
                         .unwrap_or(0);
-                    let score = agents_now.get(&c.agent_id).map_or(0.0, |a| a.trust_score);
+                    let score = scores_now.get(c.agent_id.as_str()).copied().unwrap_or(0.0);
                     if score < f64::from(minimum) {
                         DecisionReason::TrustBelowMinimum
                     } else {
@@ -448,6 +497,7 @@ fn decide_in(
     let mut deltas: HashMap<&str, AgentDelta> = HashMap::new();
     // (candidate, reason) of every recorded decision, in order, for the trust model.
     let mut decided: Vec<(usize, DecisionReason)> = Vec::with_capacity(candidates.len());
+    let mut alerts_raised = false;
     for (org_id, indexes) in by_org {
         // Decide every candidate of the organization, then append their records in
         // one pass, then the per-decision side effects.
@@ -457,6 +507,7 @@ fn decide_in(
             allowed: bool,
             enforcement: Enforcement,
             trust: Option<f64>,
+            trust_alert: bool,
         }
         let mut pending = Vec::with_capacity(indexes.len());
         let mut events = Vec::with_capacity(indexes.len());
@@ -486,7 +537,14 @@ fn decide_in(
                             | DecisionReason::BadSignature
                     )
                 );
-            let trust = authenticated.then_some(agent.trust_score);
+            let trust = authenticated
+                .then(|| scores_now.get(c.agent_id.as_str()).copied())
+                .flatten();
+            let trust_alert = trust.is_some_and(|score| {
+                policies
+                    .get(&agent.org_id)
+                    .is_some_and(|p| p.alerting(score))
+            });
             events.push(NewEvent {
                 actor_type: ActorType::Agent,
                 actor_id: Some(&c.agent_id),
@@ -512,6 +570,7 @@ fn decide_in(
                     "iat": c.iat,
                     "enforcement": enforcement.as_str(),
                     "trust_score": trust,
+                    "trust_alert": trust_alert,
                 }),
                 request_id: c.request_id.as_deref(),
             });
@@ -521,6 +580,7 @@ fn decide_in(
                 allowed,
                 enforcement,
                 trust,
+                trust_alert,
             });
         }
         let records =
@@ -533,7 +593,7 @@ fn decide_in(
             } else {
                 delta.denied += 1;
             }
-            side_effects(conn, c, p.reason, p.enforcement, now, delta)?;
+            alerts_raised |= side_effects(conn, c, p.reason, p.enforcement, now, delta)?;
             decided.push((p.index, p.reason));
             results[p.index] = Some(Ok(Recorded {
                 decision_id: record.id,
@@ -541,6 +601,7 @@ fn decide_in(
                 reason: p.reason,
                 enforcement: p.enforcement,
                 trust_score: p.trust,
+                trust_alert: p.trust_alert,
                 audit_seq: record.seq,
                 audit_hash: record.hash,
                 decided_at_ms: now,
@@ -548,55 +609,90 @@ fn decide_in(
         }
     }
 
-    // 6. Trust (the model's state advanced by this batch's events), counters, bursts.
-    let trust_states = advance_trust(conn, candidates, &decided, &agents_now, now)?;
+    // 6. Bad-signature bursts (alerts count against the score, so before scoring).
     for (agent_id, delta) in &deltas {
+        if delta.bad_signatures == 0 {
+            continue;
+        }
         let Some(agent) = agents_now.get(*agent_id) else {
             continue;
         };
-        let (state_json, score) = match trust_states.get(*agent_id) {
-            Some(v) => v.clone(),
-            None => continue,
-        };
-        diesel::update(agent_stats::table.find(*agent_id))
-            .set((
-                agent_stats::actions_allowed.eq(agent_stats::actions_allowed + delta.allowed),
-                agent_stats::actions_denied.eq(agent_stats::actions_denied + delta.denied),
-                agent_stats::trust_score.eq(score.score),
-                agent_stats::trust_confidence.eq(score.confidence),
-                agent_stats::trust_state.eq(state_json),
-                agent_stats::last_seen_at.eq(now),
-            ))
-            .execute(conn)
+        let recent: i64 = trust_events::table
+            .filter(trust_events::agent_id.eq(*agent_id))
+            .filter(trust_events::kind.eq("bad_signature"))
+            .filter(trust_events::occurred_at.gt(now - BURST_WINDOW_MS))
+            .count()
+            .get_result(conn)
             .map_err(ApiError::internal)?;
-        if delta.bad_signatures > 0 {
-            let recent: i64 = trust_events::table
-                .filter(trust_events::agent_id.eq(*agent_id))
-                .filter(trust_events::kind.eq("bad_signature"))
-                .filter(trust_events::occurred_at.gt(now - BURST_WINDOW_MS))
-                .count()
-                .get_result(conn)
-                .map_err(ApiError::internal)?;
-            if recent >= BAD_SIGNATURE_BURST {
-                alerts::raise(
-                    conn,
-                    &NewAlert {
-                        org_id: &agent.org_id,
-                        agent_id: Some(agent_id),
-                        kind: AlertKind::BadSignatureBurst,
-                        severity: Severity::High,
-                        summary: &format!(
-                            "{recent} statements with bad signatures in the last minute"
-                        ),
-                        details: serde_json::json!({ "count": recent, "window_ms": BURST_WINDOW_MS }),
-                    },
-                    now,
-                    None,
-                )
-                .map_err(ApiError::internal)?;
-            }
+        if recent >= BAD_SIGNATURE_BURST {
+            alerts::raise(
+                conn,
+                &NewAlert {
+                    org_id: &agent.org_id,
+                    agent_id: Some(agent_id),
+                    kind: AlertKind::BadSignatureBurst,
+                    severity: Severity::High,
+                    summary: &format!("{recent} statements with bad signatures in the last minute"),
+                    details: serde_json::json!({ "count": recent, "window_ms": BURST_WINDOW_MS }),
+                },
+                now,
+                None,
+            )
+            .map_err(ApiError::internal)?;
+            alerts_raised = true;
         }
     }
+
+    // 7. Trust: each decided agent's state advanced by the batch's events in order,
+    // scored as of now, stored with the counters; history and thresholds.
+    let risks = decided_risks(conn, candidates, &decided)?;
+    let mut events: HashMap<&str, BTreeMap<&'static str, u32>> = HashMap::new();
+    for &(i, reason) in &decided {
+        let c = candidates[i];
+        let risk = risks
+            .get(&(c.org_id.clone(), c.capability.clone()))
+            .copied();
+        let counts = events.entry(c.agent_id.as_str()).or_default();
+        if let Some(event) = TrustEvent::from_decision(reason, risk) {
+            if let Some(state) = states.get_mut(&c.agent_id) {
+                state.apply(event, now);
+            }
+            *counts.entry(event.as_str()).or_default() += 1;
+        }
+    }
+    let decided_refs = agent_refs(&agents_now, deltas.keys().copied());
+    if alerts_raised {
+        inputs = trust_store::inputs(conn, &decided_refs, &policies, now)?;
+    }
+    let mut changes = Vec::with_capacity(decided_refs.len());
+    for agent_ref in decided_refs {
+        let (Some(agent), Some(delta), Some(state)) = (
+            agents_now.get(agent_ref.id),
+            deltas.get(agent_ref.id),
+            states.remove(agent_ref.id),
+        ) else {
+            continue;
+        };
+        let counts = events.remove(agent_ref.id).unwrap_or_default();
+        let notable = counts.keys().any(|kind| *kind != "allowed");
+        changes.push(trust_store::Change {
+            agent: agent_ref,
+            status: &agent.status,
+            state,
+            previous: agent.stored_score,
+            recorded: agent.recorded_score,
+            cause: trust_store::Cause::Decisions,
+            details: serde_json::json!({
+                "decisions": delta.allowed + delta.denied,
+                "events": counts,
+            }),
+            notable,
+            allowed: delta.allowed,
+            denied: delta.denied,
+            seen: true,
+        });
+    }
+    trust_store::commit(conn, changes, &inputs, &policies, now, None)?;
 
     Ok(results
         .into_iter()
@@ -604,81 +700,31 @@ fn decide_in(
         .collect())
 }
 
-/// The trust model's inputs for agents, read inside the caller's transaction: when
-/// each current key was created and the agents' unresolved alerts by severity
-/// (alerts about the agent's own status or trust are left out, so the score does not
-/// feed on itself).
-fn trust_inputs(
-    conn: &mut DbConn,
-    agents_now: &[(&str, &str, i64)],
-    now: i64,
-) -> Result<HashMap<String, TrustInputs>, ApiError> {
-    use crate::alerts::schema::alerts as alerts_table;
-    let key_ids: Vec<&str> = agents_now.iter().map(|(_, key, _)| *key).collect();
-    let key_created: HashMap<String, i64> = agent_keys::table
-        .filter(agent_keys::key_id.eq_any(&key_ids))
-        .select((agent_keys::key_id, agent_keys::created_at))
-        .load::<(String, i64)>(conn)
-        .map_err(ApiError::internal)?
-        .into_iter()
-        .collect();
-    let agent_ids: Vec<&str> = agents_now.iter().map(|(id, _, _)| *id).collect();
-    let unresolved: Vec<(Option<String>, String)> = alerts_table::table
-        .filter(alerts_table::agent_id.eq_any(&agent_ids))
-        .filter(alerts_table::status.ne("resolved"))
-        .filter(alerts_table::kind.ne_all([
-            AlertKind::TrustBelowThreshold.as_str(),
-            AlertKind::AgentSuspended.as_str(),
-            AlertKind::AgentRevoked.as_str(),
-        ]))
-        .select((alerts_table::agent_id, alerts_table::severity))
-        .load(conn)
-        .map_err(ApiError::internal)?;
-    let mut open: HashMap<String, OpenAlerts> = HashMap::new();
-    for (agent_id, severity) in unresolved {
-        if let (Some(agent_id), Some(severity)) = (agent_id, Severity::parse(&severity)) {
-            open.entry(agent_id).or_default().add(severity);
-        }
-    }
-    Ok(agents_now
-        .iter()
-        .map(|(id, key, created_at)| {
-            (
-                (*id).to_owned(),
-                TrustInputs {
-                    now_ms: now,
-                    agent_created_at_ms: *created_at,
-                    key_created_at_ms: key_created.get(*key).copied().unwrap_or(*created_at),
-                    open_alerts: open.get(*id).copied().unwrap_or_default(),
-                    // Per-organization rotation policy and weights: the trust issue.
-                    key_max_age_ms: None,
-                },
-            )
+/// The trust model's view of the agents named by `ids`.
+fn agent_refs<'a>(
+    agents_now: &'a HashMap<String, AgentNow>,
+    ids: impl Iterator<Item = &'a str>,
+) -> Vec<AgentRef<'a>> {
+    ids.filter_map(|id| {
+        agents_now.get_key_value(id).map(|(id, a)| AgentRef {
+            id,
+            org_id: &a.org_id,
+            key_id: &a.key_id,
+            created_at: a.created_at,
         })
-        .collect())
+    })
+    .collect()
 }
 
-/// A stored trust state, or a fresh one starting at the agent's creation.
-fn stored_state(json: Option<&str>, created_at: i64) -> Result<TrustState, ApiError> {
-    match json {
-        Some(text) => serde_json::from_str(text).map_err(ApiError::internal),
-        None => Ok(TrustState::new(created_at)),
-    }
-}
-
-/// Applies the batch's decisions to each decided agent's trust state, in order, and
-/// scores it as of `now`. Returns, per agent, the state to store and its score.
-fn advance_trust(
+/// Risk levels of the decided capabilities, for weighting violations and the mix.
+fn decided_risks(
     conn: &mut DbConn,
     candidates: &[&Candidate],
     decided: &[(usize, DecisionReason)],
-    agents_now: &HashMap<String, AgentNow>,
-    now: i64,
-) -> Result<HashMap<String, (String, TrustScore)>, ApiError> {
+) -> Result<HashMap<(String, String), RiskLevel>, ApiError> {
     if decided.is_empty() {
         return Ok(HashMap::new());
     }
-    // Risk levels of the decided capabilities, for weighting violations.
     let orgs: Vec<&str> = decided
         .iter()
         .map(|&(i, _)| candidates[i].org_id.as_str())
@@ -687,7 +733,7 @@ fn advance_trust(
         .iter()
         .map(|&(i, _)| candidates[i].capability.as_str())
         .collect();
-    let risks: HashMap<(String, String), RiskLevel> = caps::table
+    Ok(caps::table
         .filter(caps::org_id.eq_any(&orgs))
         .filter(caps::name.eq_any(&names))
         .select((caps::org_id, caps::name, caps::risk_level))
@@ -695,85 +741,7 @@ fn advance_trust(
         .map_err(ApiError::internal)?
         .into_iter()
         .filter_map(|(o, n, r)| RiskLevel::parse(&r).map(|r| ((o, n), r)))
-        .collect();
-    let mut states: HashMap<&str, TrustState> = HashMap::new();
-    for &(i, reason) in decided {
-        let c = candidates[i];
-        let Some(agent) = agents_now.get(&c.agent_id) else {
-            continue;
-        };
-        let state = match states.entry(c.agent_id.as_str()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(stored_state(
-                agent.trust_state.as_deref(),
-                agent.created_at,
-            )?),
-        };
-        let risk = risks
-            .get(&(c.org_id.clone(), c.capability.clone()))
-            .copied();
-        if let Some(event) = TrustEvent::from_decision(reason, risk) {
-            state.apply(event, now);
-        }
-    }
-    let keyed: Vec<(&str, &str, i64)> = states
-        .keys()
-        .filter_map(|id| {
-            agents_now
-                .get(*id)
-                .map(|a| (*id, a.key_id.as_str(), a.created_at))
-        })
-        .collect();
-    let inputs = trust_inputs(conn, &keyed, now)?;
-    let weights = Weights::default();
-    let mut out = HashMap::new();
-    for (agent_id, state) in states {
-        let Some(input) = inputs.get(agent_id) else {
-            continue;
-        };
-        let score = trust::score(&state, input, &weights);
-        let json = serde_json::to_string(&state).map_err(ApiError::internal)?;
-        out.insert(agent_id.to_owned(), (json, score));
-    }
-    Ok(out)
-}
-
-/// The agent's trust report as of `now` (every factor with its value, weight,
-/// contribution and reason), from its stored state; nothing is written.
-pub fn trust_report(
-    conn: &mut DbConn,
-    org_id: &str,
-    agent_id: &str,
-    now: i64,
-) -> Result<TrustReport, ApiError> {
-    let (key_id, created_at, state): (String, i64, Option<String>) = agents::table
-        .inner_join(agent_stats::table)
-        .filter(agents::id.eq(agent_id))
-        .filter(agents::org_id.eq(org_id))
-        .select((agents::key_id, agents::created_at, agent_stats::trust_state))
-        .first(conn)
-        .optional()
-        .map_err(ApiError::internal)?
-        .ok_or_else(ApiError::not_found)?;
-    let state = stored_state(state.as_deref(), created_at)?;
-    let inputs = trust_inputs(conn, &[(agent_id, key_id.as_str(), created_at)], now)?;
-    let input = inputs
-        .get(agent_id)
-        .ok_or_else(|| ApiError::internal("trust inputs missing"))?;
-    Ok(trust::evaluate(&state, input, &Weights::default()))
-}
-
-/// The score a newly registered agent starts with: the model's, for an agent with
-/// no history and no alerts, as of its creation.
-pub fn initial_trust(created_at: i64) -> TrustScore {
-    let inputs = TrustInputs {
-        now_ms: created_at,
-        agent_created_at_ms: created_at,
-        key_created_at_ms: created_at,
-        open_alerts: OpenAlerts::default(),
-        key_max_age_ms: None,
-    };
-    trust::score(&TrustState::new(created_at), &inputs, &Weights::default())
+        .collect())
 }
 
 /// Inserts the nonces of `indexes` (distinct within the batch), returning the
@@ -847,7 +815,7 @@ pub fn consume_nonce(
     Ok(inserted == 1)
 }
 
-/// Trust events and alerts for a decision's reason.
+/// Trust events and alerts for a decision's reason; true if an alert was raised.
 fn side_effects(
     conn: &mut DbConn,
     c: &Candidate,
@@ -855,7 +823,7 @@ fn side_effects(
     enforcement: Enforcement,
     now: i64,
     delta: &mut AgentDelta,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let (kind, alert) = match reason {
         DecisionReason::CapabilityNotGranted | DecisionReason::ResourceNotInScope => (
             "capability_violation",
@@ -866,7 +834,7 @@ fn side_effects(
             delta.bad_signatures += 1;
             ("bad_signature", None)
         }
-        _ => return Ok(()),
+        _ => return Ok(false),
     };
     let details = serde_json::json!({
         "reason": reason.as_str(),
@@ -902,5 +870,5 @@ fn side_effects(
         )
         .map_err(ApiError::internal)?;
     }
-    Ok(())
+    Ok(alert.is_some())
 }

@@ -24,3 +24,4 @@ pub mod signing;
 pub mod startup;
 pub mod telemetry;
 pub mod trust;
+pub mod trust_store;

@@ -30,6 +30,7 @@ use crate::routes;
         (name = "actions", description = "Signed actions: verify and decide (the hot path)"),
         (name = "capabilities", description = "The capability catalogue, agents' grants and the enforcement mode"),
         (name = "alerts", description = "Security alerts: list, acknowledge, resolve"),
+        (name = "trust", description = "Trust scores explained, their history, attestations and the trust policy"),
         (name = "keys", description = "The server's public signing keys (JWKS)")
     ),
     modifiers(&SecuritySchemes),

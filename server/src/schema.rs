@@ -9,6 +9,7 @@ diesel::table! {
         name -> Text,
         created_at -> BigInt,
         enforcement -> Text,
+        trust_policy -> Nullable<Text>,
     }
 }
 
@@ -91,6 +92,8 @@ diesel::table! {
         last_seen_at -> Nullable<BigInt>,
         trust_state -> Nullable<Text>,
         trust_confidence -> Double,
+        trust_recorded_score -> Nullable<Double>,
+        trust_suspended_at -> Nullable<BigInt>,
     }
 }
 
@@ -166,6 +169,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    trust_history (id) {
+        id -> Text,
+        org_id -> Text,
+        agent_id -> Text,
+        recorded_at -> BigInt,
+        score -> Double,
+        confidence -> Double,
+        previous_score -> Nullable<Double>,
+        cause -> Text,
+        details -> Text,
+        contributions -> Text,
+    }
+}
+
 diesel::joinable!(agent_keys -> agents (agent_id));
 diesel::joinable!(agent_grants -> agents (agent_id));
 diesel::joinable!(agent_stats -> agents (agent_id));
@@ -183,4 +201,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     capabilities,
     action_nonces,
     trust_events,
+    trust_history,
 );

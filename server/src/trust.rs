@@ -7,7 +7,7 @@
 //! ([`TrustInputs`]: the time, the agent's and its key's age, unresolved alerts, the
 //! organization's rotation policy) and an organization's [`Weights`] into a
 //! [`TrustReport`]; [`score`] gives the same numbers without the explanations.
-//! `docs/trust-model.md` states every formula and constant.
+//! `docs/trust.md` states every formula and constant.
 //!
 //! This module must never read a clock, touch the database or do I/O: time is always
 //! a parameter. It uses only IEEE-754 basic arithmetic (no libm), so identical
@@ -614,7 +614,7 @@ pub struct TrustInputs {
 /// Per-factor weights: each from 0 to 1, summing to 1. Serialized as a JSON object
 /// `{"factor_name": weight, ...}` naming every factor exactly once.
 ///
-/// The defaults (see `docs/trust-model.md` for why): verification 0.20, capability
+/// The defaults (see `docs/trust.md` for why): verification 0.20, capability
 /// violations 0.20, replays 0.10, bad signatures 0.05, open alerts 0.10, key hygiene
 /// 0.10, agent age 0.10, activity anomaly 0.10, attestation 0.05.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1787,7 +1787,7 @@ mod tests {
 
     #[test]
     fn every_factor_and_default_weight_is_documented() {
-        let doc = include_str!("../../docs/trust-model.md");
+        let doc = include_str!("../../docs/trust.md");
         for (factor, weight) in Weights::default().iter() {
             let row = format!("| `{factor}` | {weight:.2} |");
             assert!(doc.contains(&row), "{row}");

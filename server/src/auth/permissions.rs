@@ -35,6 +35,8 @@ pub enum Permission {
     AlertsRead,
     #[serde(rename = "alerts:manage")]
     AlertsManage,
+    #[serde(rename = "trust:attest")]
+    TrustAttest,
 }
 
 impl Permission {
@@ -49,6 +51,7 @@ impl Permission {
         Permission::AuditRead,
         Permission::AlertsRead,
         Permission::AlertsManage,
+        Permission::TrustAttest,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -63,6 +66,7 @@ impl Permission {
             Permission::AuditRead => "audit:read",
             Permission::AlertsRead => "alerts:read",
             Permission::AlertsManage => "alerts:manage",
+            Permission::TrustAttest => "trust:attest",
         }
     }
 
@@ -112,6 +116,7 @@ impl Role {
                 AuditRead,
                 AlertsRead,
                 AlertsManage,
+                TrustAttest,
             ],
             Role::Developer => &[
                 UsersRead,

@@ -177,11 +177,19 @@ pub async fn verify_action(
         decision_id: recorded.decision_id,
         allowed: recorded.allowed,
         reason: recorded.reason,
-        message: message(recorded.reason, recorded.allowed).to_owned(),
+        message: if recorded.trust_alert {
+            format!(
+                "{} The agent's trust score is below the organization's alert threshold.",
+                message(recorded.reason, recorded.allowed)
+            )
+        } else {
+            message(recorded.reason, recorded.allowed).to_owned()
+        },
         agent_id,
         capability: action,
         resource,
         trust_score: recorded.trust_score,
+        trust_alert: recorded.trust_alert,
         enforcement: recorded.enforcement,
         audit_seq: recorded.audit_seq,
         receipt,
@@ -230,6 +238,9 @@ fn message(reason: DecisionReason, allowed: bool) -> &'static str {
         }
         (DecisionReason::AgentPending, _) => "The agent has not proved possession of its key yet.",
         (DecisionReason::AgentSuspended, _) => "The agent is suspended.",
+        (DecisionReason::AgentSuspendedLowTrust, _) => {
+            "The agent was suspended automatically: its trust score fell below the organization's suspension threshold."
+        }
         (DecisionReason::AgentRevoked, _) => "The agent is revoked.",
         (DecisionReason::UnknownKey, _) => "The signing key is not a key of this agent.",
         (DecisionReason::KeyRetired, _) => "The signing key was rotated away from.",

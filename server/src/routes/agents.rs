@@ -133,7 +133,7 @@ pub(crate) fn read_envelope(
     Ok(envelope)
 }
 
-fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+pub(crate) fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     let limit = limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::invalid("`limit` must be from 1 to 500."));
@@ -470,33 +470,6 @@ pub async fn list_agent_keys(
         .run(move |conn| agents::list_keys(conn, &principal.org_id, &agent_id))
         .await?;
     Ok(web::Json(keys))
-}
-
-/// The agent's trust score now, explained: its confidence and, for every factor,
-/// its value (or that it has no data yet), weight, contribution and a one-line reason.
-///
-/// Permission: `agents:read`.
-#[utoipa::path(
-    operation_id = "get_agent_trust",
-    tag = "agents",
-    params(("agent_id" = String, Path)),
-    responses((status = 200, body = crate::trust::TrustReport), (status = 404, body = agentid_protocol::ErrorBody)),
-    security(("bearer" = []), ("api_key" = []))
-)]
-#[get("/api/v1/agents/{agent_id}/trust")]
-pub async fn get_agent_trust(
-    principal: Principal,
-    state: web::Data<AppState>,
-    agent_id: web::Path<String>,
-) -> Result<web::Json<crate::trust::TrustReport>, ApiError> {
-    principal.require(Permission::AgentsRead)?;
-    let agent_id = agent_id.into_inner();
-    let now = crate::clock::now_ms();
-    let report = state
-        .db
-        .run(move |conn| crate::decisions::trust_report(conn, &principal.org_id, &agent_id, now))
-        .await?;
-    Ok(web::Json(report))
 }
 
 /// Get a single-use challenge to sign, proving possession of the agent's key.

@@ -227,7 +227,9 @@ pub async fn acknowledge_alert(
 }
 
 /// Resolve an open or acknowledged alert, with an optional note. Resolving a resolved
-/// alert answers `invalid_state`. New occurrences open a new alert.
+/// alert answers `invalid_state`. New occurrences open a new alert. An unresolved
+/// alert about an agent weighs on its trust score; resolving it recomputes the score
+/// (recorded in the agent's trust history).
 ///
 /// Permission: `alerts:manage`.
 #[utoipa::path(
@@ -263,7 +265,30 @@ pub async fn resolve_alert(
         .run(move |conn| {
             write_transaction(conn, |conn| {
                 let ctx = principal.audit_ctx(now);
-                alerts::resolve(conn, &principal.org_id, &id, note.as_deref(), &ctx)
+                let alert = alerts::resolve(conn, &principal.org_id, &id, note.as_deref(), &ctx)?;
+                // An unresolved alert weighs on its agent's score; resolving it lifts that.
+                if let Some(agent_id) = alert.agent_id.as_deref() {
+                    if crate::trust_store::alert_counts(alert.kind) {
+                        let refreshed = crate::trust_store::refresh(
+                            conn,
+                            &principal.org_id,
+                            agent_id,
+                            crate::trust_store::Cause::AlertResolved,
+                            serde_json::json!({ "alert_id": alert.id, "kind": alert.kind.as_str() }),
+                            None,
+                            &ctx,
+                        );
+                        // An alert may name an agent id that is not (or no longer) an
+                        // agent of the organization; there is then no score to move.
+                        match refreshed {
+                            Err(e) if e.code() != crate::error::ErrorCode::NotFound => {
+                                return Err(e)
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Ok::<_, ApiError>(alert)
             })
         })
         .await?;

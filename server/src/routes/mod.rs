@@ -11,6 +11,7 @@ pub mod capabilities;
 pub mod docs;
 pub mod health;
 pub mod jwks;
+pub mod trust;
 pub mod users;
 
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -47,7 +48,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(agents::reactivate_agent)
         .service(agents::revoke_agent)
         .service(agents::list_agent_keys)
-        .service(agents::get_agent_trust)
+        .service(trust::get_agent_trust)
+        .service(trust::list_agent_trust_history)
+        .service(trust::create_agent_attestation)
+        .service(trust::get_trust_policy)
+        .service(trust::replace_trust_policy)
         .service(agents::rotate_agent_key)
         .service(agents::create_agent_challenge)
         .service(agents::verify_agent_challenge)

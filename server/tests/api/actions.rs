@@ -6,7 +6,7 @@ use reqwest::Method;
 
 use crate::agents::{
     active_agent, catalogue, decide, get_json, grant, new_key, now_secs, owner_token,
-    post_envelope, TestAgent,
+    post_envelope, set_trust_policy, TestAgent,
 };
 use crate::both_backends;
 use crate::helpers::{assert_error, spawn_app, spawn_app_with, Backend, TestApp};
@@ -149,6 +149,15 @@ async fn every_denial_has_its_own_reason(backend: Backend) {
         assert_eq!(d["allowed"], false, "{d}");
         d["reason"].as_str().unwrap().to_owned()
     };
+
+    // This agent misbehaves in every way; the thresholds are `trust::*`'s subject, so
+    // they are off here and every denial shows its own reason.
+    set_trust_policy(
+        &app,
+        &owner,
+        serde_json::json!({"weights": null, "key_max_age_days": 90, "alert_below": null, "suspend_below": null}),
+    )
+    .await;
 
     // Replay: the same envelope twice.
     let envelope = agent.sign(&agent.action("email:send", Some("a@example.com")));

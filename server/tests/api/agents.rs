@@ -8,9 +8,8 @@ use rand::RngCore;
 use reqwest::Method;
 
 use crate::both_backends;
+use crate::helpers::OWNER_PW;
 use crate::helpers::{assert_error, spawn_app, Backend, TestApp};
-
-pub const OWNER_PW: &str = "correct horse battery staple";
 
 /// An agent as its own process sees it: the id and the private key, which only it has.
 pub struct TestAgent {
@@ -183,6 +182,22 @@ pub async fn get_json(app: &TestApp, path: &str, credential: &str) -> serde_json
         .json()
         .await
         .unwrap()
+}
+
+/// Replaces the organization's trust policy (asserting a 200) and returns it.
+pub async fn set_trust_policy(
+    app: &TestApp,
+    owner: &str,
+    policy: serde_json::Value,
+) -> serde_json::Value {
+    let response = app
+        .with(Method::PUT, "/api/v1/organization/trust-policy", owner)
+        .json(&policy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
 }
 
 /// Submits an action envelope and returns the decision (asserting a 200).

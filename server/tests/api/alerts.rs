@@ -11,9 +11,8 @@ use agentid_server::db::{write_transaction, Database};
 
 use crate::both_backends;
 use crate::helpers::{assert_error, spawn_app, Backend, TestApp};
+use crate::helpers::{OWNER_PW, USER_PW};
 
-const OWNER_PW: &str = "correct horse battery staple";
-const USER_PW: &str = "another long passphrase here";
 const AGENT: &str = "5d1c7c0e-0000-4000-8000-000000000001";
 const OTHER_AGENT: &str = "5d1c7c0e-0000-4000-8000-000000000002";
 

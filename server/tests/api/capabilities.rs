@@ -6,9 +6,7 @@ use serde_json::{json, Value};
 
 use crate::both_backends;
 use crate::helpers::{assert_error, spawn_app, Backend, TestApp};
-
-const OWNER_PW: &str = "correct horse battery staple";
-const USER_PW: &str = "another long passphrase here";
+use crate::helpers::{OWNER_PW, USER_PW};
 
 async fn send(
     app: &TestApp,

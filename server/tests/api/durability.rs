@@ -4,10 +4,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 
-use crate::helpers::{create_owner, Backend, ServerProcess, TestDb};
-
-const OWNER_PW: &str = "correct horse battery staple";
-const USER_PW: &str = "another long passphrase here";
+use crate::helpers::{create_owner, Backend, ServerProcess, TestDb, OWNER_PW, USER_PW};
 
 fn server_vars(db: &TestDb) -> Vec<(String, String)> {
     let mut vars = db.vars();

@@ -10,6 +10,10 @@ use agentid_server::config::Config;
 use agentid_server::startup::Application;
 use diesel::{Connection, RunQueryDsl};
 
+/// Passwords the tests give owners and other users (long enough for the policy).
+pub const OWNER_PW: &str = "correct horse battery staple";
+pub const USER_PW: &str = "another long passphrase here";
+
 /// Where the tests find PostgreSQL. The suite fails (never skips) if it is unreachable.
 pub fn postgres_admin_url() -> String {
     std::env::var("AGENTID_TEST_DATABASE_URL")
@@ -105,7 +109,6 @@ impl Drop for TestDb {
 pub struct TestApp {
     pub address: String,
     pub http: reqwest::Client,
-    pub sdk: agentid::Client,
     handle: ServerHandle,
     pub db: TestDb,
     /// The audience of signed statements (`AGENTID_PUBLIC_URL`).
@@ -183,7 +186,6 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
     TestApp {
-        sdk: agentid::Client::new(&address).unwrap(),
         address,
         http: reqwest::Client::new(),
         handle,

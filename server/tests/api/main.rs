@@ -21,3 +21,4 @@ mod jwks;
 mod openapi;
 mod people;
 mod process;
+mod trust;

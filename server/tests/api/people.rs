@@ -4,9 +4,7 @@ use reqwest::Method;
 
 use crate::both_backends;
 use crate::helpers::{assert_error, spawn_app, Backend, TestApp};
-
-const OWNER_PW: &str = "correct horse battery staple";
-const USER_PW: &str = "another long passphrase here";
+use crate::helpers::{OWNER_PW, USER_PW};
 
 async fn status(app: &TestApp, method: Method, path: &str, credential: &str) -> u16 {
     app.with(method, path, credential)

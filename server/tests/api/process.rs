@@ -23,9 +23,13 @@ fn binary() -> Command {
 async fn starts_with_zero_configuration_on_embedded_sqlite() {
     let dir = temp_dir();
     let server = ServerProcess::start(&dir, &[("AGENTID_LISTEN".into(), "127.0.0.1:0".into())]);
-    let client = agentid::Client::new(&server.address).unwrap();
-    let ready = client.ready().await.unwrap();
-    assert_eq!(ready.database, "sqlite");
+    let ready: serde_json::Value = reqwest::get(format!("{}/health/ready", server.address))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["database"], "sqlite");
     assert!(dir.join("data/agentid.db").exists());
     let secret = std::fs::metadata(dir.join("data/dev-secret.key")).unwrap();
     #[cfg(unix)]
