@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `config check`, `openapi`,
-//! `admin create-owner`, `audit verify`.
+//! `admin create-owner`, `audit verify`, `backup`, `healthcheck`.
 //!
 //! Configuration errors end the process with status 2 and a message naming the
 //! variable; nothing starts half-configured.
@@ -47,6 +47,19 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Take a consistent copy of the SQLite database while the server runs
+    /// (`VACUUM INTO`), written to a temporary file and renamed into place once
+    /// complete and flushed. Refuses to overwrite FILE. For PostgreSQL use `pg_dump`
+    /// (docs/operations.md). Exits 0 on success, 1 on failure, 2 on a usage error.
+    Backup {
+        /// Where to write the copy (must not exist).
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+    },
+    /// Ask the server on the configured listen address whether it is ready
+    /// (`GET /health/ready`); exits 0 when it answers 200, 1 otherwise. For container
+    /// health checks in images without curl.
+    Healthcheck,
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +136,64 @@ pub fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { org },
         } => audit_verify(org.as_deref()),
+        Command::Backup { to } => backup(&to),
+        Command::Healthcheck => healthcheck(),
+    }
+}
+
+fn backup(to: &std::path::Path) -> ExitCode {
+    let config = match Config::from_process_env() {
+        Ok(c) => c,
+        Err(e) => return config_failure(e),
+    };
+    telemetry::init(config.log_format, &config.log_filter, LogTarget::Stderr);
+    let crate::config::DatabaseUrl::Sqlite(source) = &config.database.url else {
+        eprintln!(
+            "agentid-server: backup copies SQLite databases; for PostgreSQL use pg_dump (docs/operations.md)"
+        );
+        return ExitCode::from(2);
+    };
+    if to.exists() {
+        eprintln!(
+            "agentid-server: {} already exists; refusing to overwrite it",
+            to.display()
+        );
+        return ExitCode::from(2);
+    }
+    if !source.exists() {
+        eprintln!(
+            "agentid-server: there is no database at {}",
+            source.display()
+        );
+        return ExitCode::from(2);
+    }
+    match crate::db::backup_sqlite(source, to) {
+        Ok(bytes) => {
+            tracing::info!(backup.path = %to.display(), backup.bytes = bytes, "backup written");
+            println!(
+                "{}",
+                serde_json::json!({ "backup": to.display().to_string(), "bytes": bytes })
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("agentid-server: backup failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck() -> ExitCode {
+    let config = match Config::from_process_env() {
+        Ok(c) => c,
+        Err(e) => return config_failure(e),
+    };
+    match crate::http::healthcheck::ready(config.listen, std::time::Duration::from_secs(3)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("agentid-server: not ready: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

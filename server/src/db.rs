@@ -289,3 +289,61 @@ where
         }
     }
 }
+
+/// Copies the SQLite database at `source` to `to` while other connections keep
+/// writing: `VACUUM INTO` reads one consistent snapshot (a read transaction, which
+/// in WAL mode blocks no writer) into a temporary file beside `to`; the copy is
+/// checked (`PRAGMA quick_check`), flushed to disk, and only then renamed to `to`,
+/// so `to` is either absent or a complete copy. Returns the copy's size in bytes.
+pub fn backup_sqlite(
+    source: &std::path::Path,
+    to: &std::path::Path,
+) -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Check {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        quick_check: String,
+    }
+
+    let file_name = to
+        .file_name()
+        .ok_or("the backup path names no file")?
+        .to_string_lossy()
+        .into_owned();
+    let partial = to.with_file_name(format!(".{file_name}.partial-{}", std::process::id()));
+    let result = (|| -> Result<u64, Box<dyn std::error::Error + Send + Sync>> {
+        let source_url = source.to_str().ok_or("the database path is not UTF-8")?;
+        let partial_path = partial.to_str().ok_or("the backup path is not UTF-8")?;
+        let mut conn = SqliteConnection::establish(source_url)?;
+        conn.batch_execute("PRAGMA busy_timeout = 10000;")?;
+        diesel::sql_query("VACUUM INTO ?")
+            .bind::<diesel::sql_types::Text, _>(partial_path)
+            .execute(&mut conn)?;
+        drop(conn);
+        let mut copy = SqliteConnection::establish(partial_path)?;
+        let check: Check = diesel::sql_query("PRAGMA quick_check").get_result(&mut copy)?;
+        drop(copy);
+        if check.quick_check != "ok" {
+            return Err(
+                format!("the copy failed its integrity check: {}", check.quick_check).into(),
+            );
+        }
+        let file = std::fs::File::open(&partial)?;
+        file.sync_all()?;
+        let bytes = file.metadata()?.len();
+        drop(file);
+        // Never replace an existing file, even one created since the caller looked.
+        std::fs::hard_link(&partial, to)?;
+        std::fs::remove_file(&partial)?;
+        if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(bytes)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result
+}

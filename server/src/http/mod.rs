@@ -1,6 +1,7 @@
 //! HTTP plumbing shared by every route: the outer middleware, extractor error
 //! handling, and the answers for unknown paths and wrong methods.
 
+pub mod healthcheck;
 pub mod middleware;
 
 use actix_web::dev::ResourceDef;

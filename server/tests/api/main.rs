@@ -19,6 +19,7 @@ mod errors;
 mod foundation;
 mod jwks;
 mod openapi;
+mod operations;
 mod people;
 mod process;
 mod trust;
