@@ -23,6 +23,9 @@ use crate::config::{DatabaseConfig, DatabaseUrl, SqliteSync};
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
+/// The PostgreSQL advisory lock key held while migrating ("agentid" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6167_656e_7469_64;
+
 /// A connection to whichever backend is configured.
 #[derive(diesel::MultiConnection)]
 pub enum DbConn {
@@ -211,12 +214,26 @@ impl Database {
     }
 
     /// Applies every pending migration of the backend; returns how many ran.
+    ///
+    /// On PostgreSQL a session advisory lock serializes replicas that start together:
+    /// the first applies what is pending, the others wait, then find nothing to do
+    /// (without it, two replicas would race to create the same tables and one would
+    /// fail its start).
     pub fn migrate(&self) -> Result<usize, DbError> {
         let mut conn = self.get()?;
         let applied = match &mut *conn {
-            DbConn::Postgres(c) => c
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.len()),
+            DbConn::Postgres(c) => {
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                    .map_err(DbError::Query)?;
+                let applied = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len());
+                // Released with the session anyway; unlock now so the pooled
+                // connection does not keep it.
+                c.batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                    .map_err(DbError::Query)?;
+                applied
+            }
             DbConn::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
         };
         applied.map_err(|e| DbError::Migration(e.to_string()))

@@ -191,3 +191,39 @@ async fn a_backup_under_write_load_keeps_every_acknowledged_record() {
     assert_eq!(status, 2);
     assert!(stderr.contains("pg_dump"), "{stderr}");
 }
+
+/// Replicas starting together on a fresh PostgreSQL database: every one starts, and
+/// the migrations are applied exactly once between them.
+#[test]
+fn replicas_starting_together_migrate_once() {
+    use agentid_server::config::Config;
+    use agentid_server::db::Database;
+    let db = TestDb::new(Backend::Postgres);
+    let config = Config::from_vars(db.vars()).unwrap();
+    let barrier = Arc::new(std::sync::Barrier::new(4));
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (config, barrier) = (config.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let database = Database::connect(&config.database).unwrap();
+                barrier.wait();
+                database.migrate()
+            })
+        })
+        .collect();
+    let applied: Vec<usize> = handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap()
+                .expect("every replica's migration succeeds")
+        })
+        .collect();
+    let migrations = std::fs::read_dir(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../migrations/postgres"
+    ))
+    .unwrap()
+    .count();
+    assert_eq!(applied.iter().sum::<usize>(), migrations, "{applied:?}");
+}
