@@ -18,8 +18,8 @@ use crate::client::Body;
 use crate::retry::Idempotency;
 use crate::types::{
     AgentKeyRecord, AgentPage, AgentRecord, Alert, AlertPage, ApiKey, AuditPage, Capability,
-    ChainReport, CreatedApiKey, EnforcementSetting, Grant, Me, Organization, TokenPair,
-    TrustReport, User,
+    ChainReport, CreatedApiKey, EnforcementSetting, Grant, HistoryPage, Me, Organization,
+    TokenPair, TrustPolicy, TrustReport, User,
 };
 use crate::{Client, Error};
 
@@ -635,15 +635,14 @@ impl AdminClient {
         self.get(&format!("/api/v1/agents/{}/trust", enc(id))).await
     }
 
-    /// One page of the agent's trust history, newest first (schema `HistoryPage`,
-    /// returned as JSON while the trust API settles): pass the previous page's
+    /// One page of the agent's trust history, newest first: pass the previous page's
     /// `next_before` as `before`.
     pub async fn trust_history(
         &self,
         id: &str,
         before: Option<&str>,
         limit: Option<i64>,
-    ) -> Result<Value, Error> {
+    ) -> Result<HistoryPage, Error> {
         let path = query(
             &format!("/api/v1/agents/{}/trust/history", enc(id)),
             &[
@@ -672,18 +671,21 @@ impl AdminClient {
         .await
     }
 
-    /// The organization's trust policy (schema `TrustPolicy`, as JSON).
-    pub async fn trust_policy(&self) -> Result<Value, Error> {
+    /// The organization's trust policy (weights, key rotation policy, thresholds).
+    pub async fn trust_policy(&self) -> Result<TrustPolicy, Error> {
         self.get("/api/v1/organization/trust-policy").await
     }
 
-    /// Replaces the organization's trust policy (schema `TrustPolicyRequest`:
-    /// every member present, `null` for defaults) and returns it.
-    pub async fn set_trust_policy(&self, policy: &Value) -> Result<Value, Error> {
+    /// Replaces the organization's trust policy and returns it; the server validates
+    /// it (weights naming every factor and summing to 1, thresholds from 0 to 100,
+    /// suspension at most the alert threshold) and rescores every agent.
+    pub async fn set_trust_policy(&self, policy: &TrustPolicy) -> Result<TrustPolicy, Error> {
+        let body = serde_json::to_value(policy)
+            .map_err(|e| Error::InvalidInput(format!("the trust policy: {e}")))?;
         self.send(
             reqwest::Method::PUT,
             "/api/v1/organization/trust-policy",
-            Some(policy),
+            Some(&body),
             Idempotency::Safe,
         )
         .await

@@ -405,6 +405,63 @@ pub struct TrustReport {
     pub factors: Vec<FactorReport>,
 }
 
+/// An organization's trust policy (schema `TrustPolicy`; docs/trust.md).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrustPolicy {
+    /// Every factor's weight, each from 0 to 1, summing to 1.
+    pub weights: std::collections::BTreeMap<String, f64>,
+    /// The key rotation policy in days; `None`: no policy (key hygiene has no data).
+    pub key_max_age_days: Option<u32>,
+    /// A score falling below this raises an alert; `None`: never.
+    pub alert_below: Option<f64>,
+    /// A score falling below this suspends the agent; `None`: never.
+    pub suspend_below: Option<f64>,
+}
+
+/// How much one factor's contribution moved (schema `FactorChange`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FactorChange {
+    /// The factor, e.g. `capability_violations`.
+    pub factor: String,
+    /// In points of the score.
+    pub change: f64,
+}
+
+/// One point of an agent's trust history (schema `HistoryPoint`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    /// RFC 3339.
+    pub at: String,
+    /// From 0 to 100.
+    pub score: f64,
+    /// From 0 to 1.
+    pub confidence: f64,
+    /// The score of the point before (absent for the first).
+    pub previous_score: Option<f64>,
+    /// `score - previous_score`.
+    pub change: Option<f64>,
+    /// `registered`, `decisions`, `attestation`, `alert_resolved`, `key_rotated` or
+    /// `policy_changed` (newer servers may add causes).
+    pub cause: String,
+    /// What happened (depends on the cause).
+    pub details: serde_json::Value,
+    /// Every factor's contribution at this point, in points.
+    pub contributions: std::collections::BTreeMap<String, f64>,
+    /// The factors that moved since the point before, largest move first.
+    pub changed: Vec<FactorChange>,
+    /// Pass as `before` to read older points.
+    pub cursor: String,
+}
+
+/// A page of trust history, newest first (schema `HistoryPage`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    /// The points of this page.
+    pub points: Vec<HistoryPoint>,
+    /// The cursor of the next (older) page; absent on the last.
+    pub next_before: Option<String>,
+}
+
 /// The organization's enforcement mode (schema `EnforcementSetting`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnforcementSetting {

@@ -196,18 +196,34 @@ async fn agents_grants_alerts_audit_and_trust() {
     assert!(chain.valid, "{chain:?}");
     assert!(chain.records > 0);
 
-    // Trust policy and attestations (returned as JSON while the trust API settles).
-    let policy = admin.trust_policy().await.unwrap();
-    assert!(policy["weights"].is_object(), "{policy}");
-    let history = admin
-        .trust_history(agent.id(), None, Some(10))
-        .await
-        .unwrap();
-    assert!(history["points"].is_array(), "{history}");
+    // Trust policy, history and attestations.
+    let mut policy = admin.trust_policy().await.unwrap();
+    assert_eq!(policy.weights.len(), 9, "{policy:?}");
+    assert_eq!(policy.alert_below, Some(60.0));
+    policy.alert_below = Some(70.0);
+    let set = admin.set_trust_policy(&policy).await.unwrap();
+    assert_eq!(set, policy);
+    policy.suspend_below = Some(90.0);
+    let refused = admin.set_trust_policy(&policy).await.unwrap_err();
+    assert_eq!(
+        refused.code(),
+        Some(agentid::ErrorCode::InvalidRequest),
+        "{refused}"
+    );
     let attested = admin
         .attest_agent(agent.id(), 1.0, "reviewed by the security team")
         .await
         .unwrap();
+    let history = admin
+        .trust_history(agent.id(), None, Some(10))
+        .await
+        .unwrap();
+    assert_eq!(history.points[0].cause, "attestation", "{history:?}");
+    assert_eq!(history.points[1].cause, "policy_changed", "{history:?}");
+    assert_eq!(
+        history.points.last().map(|p| p.cause.as_str()),
+        Some("registered")
+    );
     assert!((0.0..=100.0).contains(&attested.score));
 
     // Revocation is final.

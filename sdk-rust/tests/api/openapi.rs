@@ -115,6 +115,10 @@ fn response_types_have_exactly_their_schema_members() {
         ("FactorReport", members::<FactorReport>()),
         ("TrustReport", members::<TrustReport>()),
         ("EnforcementSetting", members::<EnforcementSetting>()),
+        ("TrustPolicy", members::<agentid::types::TrustPolicy>()),
+        ("HistoryPage", members::<agentid::types::HistoryPage>()),
+        ("HistoryPoint", members::<agentid::types::HistoryPoint>()),
+        ("FactorChange", members::<agentid::types::FactorChange>()),
         ("Session", members::<agentid::Session>()),
     ];
     for (schema, ours) in checks {
