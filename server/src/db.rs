@@ -24,7 +24,7 @@ const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/s
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
 /// The PostgreSQL advisory lock key held while migrating ("agentid" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6167_656e_7469_64;
+const MIGRATION_LOCK: i64 = 0x0061_6765_6e74_6964;
 
 /// A connection to whichever backend is configured.
 #[derive(diesel::MultiConnection)]
