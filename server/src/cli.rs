@@ -188,7 +188,12 @@ fn healthcheck() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_failure(e),
     };
-    match crate::http::healthcheck::ready(config.listen, std::time::Duration::from_secs(3)) {
+    let tls_cert = config.tls.as_ref().map(|t| t.cert.as_path());
+    match crate::http::healthcheck::ready(
+        config.listen,
+        std::time::Duration::from_secs(3),
+        tls_cert,
+    ) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("agentid-server: not ready: {e}");
@@ -202,8 +207,13 @@ fn serve() -> ExitCode {
         Ok(c) => c,
         Err(e) => return config_failure(e),
     };
-    telemetry::init(config.log_format, &config.log_filter, LogTarget::Stdout);
-    actix_web::rt::System::new().block_on(async move {
+    let telemetry = telemetry::init_with_export(
+        config.log_format,
+        &config.log_filter,
+        LogTarget::Stdout,
+        config.otlp_endpoint.as_deref(),
+    );
+    let status = actix_web::rt::System::new().block_on(async move {
         let shutdown = match shutdown_signal() {
             Ok(signal) => signal,
             Err(e) => {
@@ -237,7 +247,10 @@ fn serve() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    // Flush the spans still queued for the collector (a no-op without one).
+    telemetry.shutdown();
+    status
 }
 
 /// Resolves with the signal's name on the first SIGTERM or SIGINT. The handlers

@@ -114,6 +114,23 @@ pub struct Config {
     pub action_max_skew_secs: i64,
     /// Lifetime of a proof-of-possession challenge, in seconds.
     pub challenge_ttl_secs: i64,
+    /// Request rate limits per class and dimension (`AGENTID_RATE_LIMITS`).
+    pub rate_limits: crate::ratelimit::RateLimits,
+    /// Shared rate-limit counters (`REDIS_URL`, `AGENTID_REDIS_PREFIX`).
+    pub redis: Option<crate::ratelimit::RedisSettings>,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: crate::http::client::TrustedProxies,
+    /// Serve HTTPS directly with this certificate and key.
+    pub tls: Option<TlsFiles>,
+    /// Export traces over OTLP/HTTP to this collector (`None`: nothing is exported).
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The PEM files of the server's TLS certificate chain and private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Where the secret key came from.
@@ -170,6 +187,13 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("AGENTID_ACTION_MAX_AGE", "300", "How old a signed action's issued-at may be, in seconds (1 to 3600)."),
     ("AGENTID_ACTION_MAX_SKEW", "30", "How far in the future a signed action's issued-at may be (clock skew), in seconds (0 to 300)."),
     ("AGENTID_CHALLENGE_TTL", "120", "Lifetime of a proof-of-possession challenge, in seconds (10 to 900)."),
+    ("AGENTID_RATE_LIMITS", "the defaults in docs/rate-limits.md", "Request rate limits by route class and dimension: `off` (no limits), or overrides of the defaults such as `actions.agent=500/s,auth.address=30/m:60,reads.credential=off` (`N/s`, `N/m` or `N/h`, optionally `:BURST`). See docs/rate-limits.md."),
+    ("REDIS_URL", "(none: each process counts alone)", "`redis://[:password@]host:port[/db]`: keep rate-limit counters in Redis so every replica enforces one shared limit. When Redis fails or is slow, limits are counted in-process until it answers again."),
+    ("AGENTID_REDIS_PREFIX", "agentid", "Prefix of every Redis key, so deployments sharing one Redis do not collide."),
+    ("AGENTID_TRUSTED_PROXIES", "(none)", "Comma-separated addresses or CIDR networks of reverse proxies whose `X-Forwarded-For` / `Forwarded` and `X-Forwarded-Proto` headers are believed, e.g. `10.0.0.0/8`. Headers from any other peer are ignored."),
+    ("AGENTID_TLS_CERT", "(none: plain HTTP)", "PEM certificate chain (leaf first) to serve HTTPS directly (TLS 1.2 and 1.3, rustls); requires AGENTID_TLS_KEY. Answers then carry HSTS."),
+    ("AGENTID_TLS_KEY", "(none)", "PEM private key (PKCS#8, PKCS#1 or SEC1) of AGENTID_TLS_CERT."),
+    ("AGENTID_OTLP_ENDPOINT", "(none: nothing is exported)", "OpenTelemetry collector base URL for trace export over OTLP/HTTP (protobuf), e.g. `http://collector:4318` (spans are posted to `/v1/traces`). See docs/tls-and-tracing.md."),
 ];
 
 impl Config {
@@ -196,7 +220,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let vars: BTreeMap<String, String> = vars
             .into_iter()
-            .filter(|(k, _)| k.starts_with("AGENTID_") || k == "DATABASE_URL")
+            .filter(|(k, _)| k.starts_with("AGENTID_") || k == "DATABASE_URL" || k == "REDIS_URL")
             .collect();
         for key in vars.keys() {
             if !VARIABLES.iter().any(|(name, _, _)| name == key) {
@@ -227,9 +251,94 @@ impl Config {
             })?,
         };
 
+        let tls = match (get("AGENTID_TLS_CERT"), get("AGENTID_TLS_KEY")) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let files = TlsFiles {
+                    cert: PathBuf::from(cert),
+                    key: PathBuf::from(key),
+                };
+                // Read and check both now, so `config check` and start-up say which is wrong.
+                crate::http::tls::server_config(&files.cert, &files.key)
+                    .map_err(|e| invalid(e.var, e.reason))?;
+                Some(files)
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "AGENTID_TLS_KEY",
+                    "is required when AGENTID_TLS_CERT is set (both or neither)".to_owned(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "AGENTID_TLS_CERT",
+                    "is required when AGENTID_TLS_KEY is set (both or neither)".to_owned(),
+                ))
+            }
+        };
+
         let public_url = match get("AGENTID_PUBLIC_URL") {
+            None if tls.is_some() => format!("https://{listen}"),
             None => format!("http://{listen}"),
             Some(v) => parse_public_url(v)?,
+        };
+
+        let rate_limits = crate::ratelimit::RateLimits::parse(get("AGENTID_RATE_LIMITS"))
+            .map_err(|reason| invalid("AGENTID_RATE_LIMITS", reason))?;
+        let redis_prefix = get("AGENTID_REDIS_PREFIX").unwrap_or("agentid");
+        if !redis_prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        {
+            return Err(invalid(
+                "AGENTID_REDIS_PREFIX",
+                format!("`{redis_prefix}` may only hold letters, digits and - _ . :"),
+            ));
+        }
+        let redis = match get("REDIS_URL") {
+            None => None,
+            Some(v) if v.starts_with("rediss://") => {
+                return Err(invalid(
+                    "REDIS_URL",
+                    "rediss:// (TLS to Redis) is not supported by this build; use redis:// on a private network or a local TLS tunnel".to_owned(),
+                ))
+            }
+            Some(v) if v.starts_with("redis://") || v.starts_with("redis+unix://") || v.starts_with("unix://") => {
+                if let Err(e) = redis::Client::open(v) {
+                    return Err(invalid("REDIS_URL", format!("not a valid Redis URL: {e}")));
+                }
+                Some(crate::ratelimit::RedisSettings {
+                    url: SecretString::from(v.to_owned()),
+                    prefix: redis_prefix.to_owned(),
+                })
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "REDIS_URL",
+                    "must start with redis:// (e.g. redis://127.0.0.1:6379)".to_owned(),
+                ))
+            }
+        };
+        let trusted_proxies =
+            crate::http::client::TrustedProxies::parse(get("AGENTID_TRUSTED_PROXIES"))
+                .map_err(|reason| invalid("AGENTID_TRUSTED_PROXIES", reason))?;
+        let otlp_endpoint = match get("AGENTID_OTLP_ENDPOINT") {
+            None => None,
+            Some(v) if v.starts_with("http://") && v.len() > "http://".len() && !v.contains(['?', '#', ' ']) => {
+                Some(v.trim_end_matches('/').to_owned())
+            }
+            Some(v) if v.starts_with("https://") => {
+                return Err(invalid(
+                    "AGENTID_OTLP_ENDPOINT",
+                    format!("`{v}`: this build exports over plain http:// only; point it at a collector or agent on a private network"),
+                ))
+            }
+            Some(v) => {
+                return Err(invalid(
+                    "AGENTID_OTLP_ENDPOINT",
+                    format!("`{v}` is not a base URL such as http://collector:4318"),
+                ))
+            }
         };
 
         let data_dir = PathBuf::from(get("AGENTID_DATA_DIR").unwrap_or("./data"));
@@ -450,6 +559,11 @@ impl Config {
                 10,
                 900,
             )?,
+            rate_limits,
+            redis,
+            trusted_proxies,
+            tls,
+            otlp_endpoint,
         })
     }
 
@@ -532,6 +646,32 @@ impl Config {
         line("AGENTID_ACTION_MAX_AGE", &self.action_max_age_secs);
         line("AGENTID_ACTION_MAX_SKEW", &self.action_max_skew_secs);
         line("AGENTID_CHALLENGE_TTL", &self.challenge_ttl_secs);
+        line("AGENTID_RATE_LIMITS", &self.rate_limits.describe());
+        match &self.redis {
+            Some(redis) => {
+                line("REDIS_URL", &mask_redis_url(redis.url.expose_secret()));
+                line("AGENTID_REDIS_PREFIX", &redis.prefix);
+            }
+            None => line(
+                "REDIS_URL",
+                &"(none: rate limits are counted in this process)",
+            ),
+        }
+        line("AGENTID_TRUSTED_PROXIES", &self.trusted_proxies.describe());
+        match &self.tls {
+            Some(tls) => {
+                line("AGENTID_TLS_CERT", &tls.cert.display());
+                line("AGENTID_TLS_KEY", &tls.key.display());
+            }
+            None => line("AGENTID_TLS_CERT", &"(none: plain HTTP)"),
+        }
+        line(
+            "AGENTID_OTLP_ENDPOINT",
+            &self
+                .otlp_endpoint
+                .as_deref()
+                .unwrap_or("(none: nothing is exported)"),
+        );
         out
     }
 }
@@ -600,6 +740,19 @@ pub fn mask_url_password(url: &str) -> String {
     match userinfo.split_once(':') {
         Some((user, _)) => format!("{scheme}://{user}:********@{host}"),
         None => url.to_owned(),
+    }
+}
+
+/// Masks a Redis URL's password, including the `redis://password@host` form.
+fn mask_redis_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) if !userinfo.contains(':') => {
+                format!("{scheme}://********@{host}")
+            }
+            _ => mask_url_password(url),
+        },
+        None => mask_url_password(url),
     }
 }
 
@@ -720,6 +873,16 @@ mod tests {
             ("AGENTID_ACTION_MAX_SKEW", "301"),
             ("AGENTID_CHALLENGE_TTL", "9"),
             ("AGENTID_CHALLENGE_TTL", "901"),
+            ("AGENTID_RATE_LIMITS", "actions.agent=fast"),
+            ("AGENTID_RATE_LIMITS", "actions.credential=5/s"),
+            ("AGENTID_RATE_LIMITS", "everything=5/s"),
+            ("REDIS_URL", "http://127.0.0.1:6379"),
+            ("REDIS_URL", "rediss://127.0.0.1:6379"),
+            ("AGENTID_REDIS_PREFIX", "a b"),
+            ("AGENTID_TRUSTED_PROXIES", "10.0.0.0/40"),
+            ("AGENTID_TRUSTED_PROXIES", "proxy.internal"),
+            ("AGENTID_OTLP_ENDPOINT", "collector:4318"),
+            ("AGENTID_OTLP_ENDPOINT", "https://collector:4318"),
         ] {
             let msg = err(&[(var, value), ("AGENTID_SECRET_KEY", &"k".repeat(40))]);
             assert!(msg.starts_with(var), "{var}={value}: {msg}");
@@ -779,6 +942,86 @@ mod tests {
         ]);
         assert!(msg.starts_with("AGENTID_SIGNING_KEY_ROTATION"), "{msg}");
         assert!(msg.contains("AGENTID_RECEIPT_TTL"), "{msg}");
+    }
+
+    #[test]
+    fn operations_settings_have_defaults_and_are_described() {
+        let config = Config::from_vars(vars(&[("AGENTID_SECRET_KEY", &"k".repeat(40))])).unwrap();
+        assert_eq!(config.rate_limits, crate::ratelimit::RateLimits::default());
+        assert!(config.redis.is_none());
+        assert!(config.trusted_proxies.is_empty());
+        assert!(config.tls.is_none());
+        assert!(config.otlp_endpoint.is_none());
+        assert!(config.public_url.starts_with("http://"));
+        let described = config.describe();
+        assert!(
+            described.contains("AGENTID_RATE_LIMITS=actions.address=5000/s,actions.agent=500/s,"),
+            "{described}"
+        );
+        assert!(described.contains("AGENTID_OTLP_ENDPOINT=(none: nothing is exported)"));
+
+        let config = Config::from_vars(vars(&[
+            ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+            ("AGENTID_RATE_LIMITS", "off"),
+            ("REDIS_URL", "redis://:hunter2hunter2@redis.internal:6379/0"),
+            ("AGENTID_REDIS_PREFIX", "staging"),
+            ("AGENTID_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1"),
+            ("AGENTID_OTLP_ENDPOINT", "http://collector:4318/"),
+        ]))
+        .unwrap();
+        assert!(!config.rate_limits.any());
+        assert_eq!(config.redis.as_ref().unwrap().prefix, "staging");
+        assert_eq!(
+            config.otlp_endpoint.as_deref(),
+            Some("http://collector:4318")
+        );
+        let described = config.describe();
+        assert!(!described.contains("hunter2"), "{described}");
+        assert!(described.contains("REDIS_URL=redis://:********@redis.internal:6379/0"));
+        assert!(described.contains("AGENTID_RATE_LIMITS=off\n"));
+        assert!(described.contains("AGENTID_TRUSTED_PROXIES=10.0.0.0/8,192.0.2.1/32\n"));
+        assert_eq!(
+            mask_redis_url("redis://hunter2@redis.internal"),
+            "redis://********@redis.internal"
+        );
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_switches_the_public_url_to_https() {
+        let msg = err(&[
+            ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+            ("AGENTID_TLS_CERT", "/x/cert.pem"),
+        ]);
+        assert!(msg.starts_with("AGENTID_TLS_KEY"), "{msg}");
+        let msg = err(&[
+            ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+            ("AGENTID_TLS_KEY", "/x/key.pem"),
+        ]);
+        assert!(msg.starts_with("AGENTID_TLS_CERT"), "{msg}");
+
+        let dir = std::env::temp_dir().join(format!("agentid-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let generated = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, generated.cert.pem()).unwrap();
+        std::fs::write(&key, generated.signing_key.serialize_pem()).unwrap();
+        let with_tls = |cert: &Path, key: &Path| {
+            Config::from_vars(vars(&[
+                ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+                ("AGENTID_LISTEN", "127.0.0.1:8443"),
+                ("AGENTID_TLS_CERT", cert.to_str().unwrap()),
+                ("AGENTID_TLS_KEY", key.to_str().unwrap()),
+            ]))
+        };
+        let config = with_tls(&cert, &key).unwrap();
+        assert_eq!(config.public_url, "https://127.0.0.1:8443");
+        // The files swapped: each is refused naming its variable.
+        let msg = with_tls(&key, &key).unwrap_err().to_string();
+        assert!(msg.starts_with("AGENTID_TLS_CERT"), "{msg}");
+        let msg = with_tls(&cert, &cert).unwrap_err().to_string();
+        assert!(msg.starts_with("AGENTID_TLS_KEY"), "{msg}");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]

@@ -200,8 +200,19 @@ impl Database {
         E: From<DbError> + Send + 'static,
     {
         let db = self.clone();
-        let span = tracing::Span::current();
+        // A debug span, enabled only when traces are exported (telemetry.rs); the
+        // caller is named by the closure's type, a static string.
+        let request_span = tracing::Span::current();
+        let span = tracing::debug_span!(
+            parent: &request_span,
+            "db.run",
+            db.backend = self.backend().as_str(),
+            db.caller = caller_name::<F>(),
+        );
         let joined = actix_web::rt::task::spawn_blocking(move || {
+            // The request's span too: a disabled `db.run` does not enter its parent,
+            // and log lines inside must still carry the request id.
+            let _request = request_span.enter();
             let _entered = span.enter();
             let mut conn = db.get()?;
             f(&mut conn)
@@ -363,4 +374,15 @@ pub fn backup_sqlite(
         let _ = std::fs::remove_file(&partial);
     }
     result
+}
+
+/// The function a `Database::run` closure was written in, from the closure's type
+/// name (`agentid_server::routes::agents::get_agent::{{closure}}` → `routes::agents::get_agent`).
+fn caller_name<F>() -> &'static str {
+    let name = std::any::type_name::<F>();
+    let name = name.strip_prefix("agentid_server::").unwrap_or(name);
+    match name.find("::{{closure}}") {
+        Some(end) => &name[..end],
+        None => name,
+    }
 }

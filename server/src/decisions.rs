@@ -286,6 +286,9 @@ fn decide_batch(
     candidates: &[&Candidate],
     now: i64,
 ) -> Result<Vec<Result<Recorded, ApiError>>, ApiError> {
+    // Exported when traces are (telemetry.rs); otherwise a disabled debug span.
+    let span = tracing::debug_span!("decision.batch", batch.size = candidates.len());
+    let _entered = span.enter();
     // A bug must cost its batch (rolled back, answered 500), never the writer thread:
     // without the thread no decision could be made until a restart.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -18,6 +18,7 @@ pub mod error;
 pub mod http;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
 pub mod schema;
 pub mod signing;

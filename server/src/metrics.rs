@@ -33,6 +33,14 @@ pub struct Metrics {
     pool_max: Gauge,
     decision_batch: Histogram,
     decisions: Family<DecisionLabels, Counter>,
+    rate_limited: Family<ClassLabels, Counter>,
+    rate_limit_backend_errors: Counter,
+    rate_limit_degraded: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    pub class: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -66,6 +74,24 @@ impl Metrics {
             "Signed-action decisions recorded, by reason",
             decisions.clone(),
         );
+        let rate_limited = Family::<ClassLabels, Counter>::default();
+        let rate_limit_backend_errors = Counter::default();
+        let rate_limit_degraded = Gauge::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by the rate limiter, by route class",
+            rate_limited.clone(),
+        );
+        registry.register(
+            "rate_limit_backend_errors",
+            "Rate-limit checks Redis failed or did not answer in time (decided in-process instead)",
+            rate_limit_backend_errors.clone(),
+        );
+        registry.register(
+            "rate_limit_degraded",
+            "1 while the shared (Redis) rate-limit counters are unavailable and this process counts alone",
+            rate_limit_degraded.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -96,6 +122,9 @@ impl Metrics {
             pool_max,
             decision_batch,
             decisions,
+            rate_limited,
+            rate_limit_backend_errors,
+            rate_limit_degraded,
         })
     }
 
@@ -118,6 +147,23 @@ impl Metrics {
                 allowed: if allowed { "true" } else { "false" },
             })
             .inc();
+    }
+
+    /// Counts one request refused by the rate limiter.
+    pub fn count_rate_limited(&self, class: &'static str) {
+        self.rate_limited
+            .get_or_create(&ClassLabels { class })
+            .inc();
+    }
+
+    /// Counts one rate-limit check the shared backend could not answer.
+    pub fn count_rate_limit_backend_error(&self) {
+        self.rate_limit_backend_errors.inc();
+    }
+
+    /// Whether the rate limiter is counting alone because Redis is unavailable.
+    pub fn set_rate_limit_degraded(&self, degraded: bool) {
+        self.rate_limit_degraded.set(i64::from(degraded));
     }
 
     /// The exposition text, with the pool gauges read now.

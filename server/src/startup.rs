@@ -22,6 +22,7 @@ use crate::decisions::{DecisionWriter, KeyCache, WriterSettings};
 use crate::http::middleware::{envelope, HttpSettings};
 use crate::http::{self, RouteTable};
 use crate::metrics::Metrics;
+use crate::ratelimit::RateLimiter;
 use crate::signing::KeyRing;
 use crate::{openapi, routes};
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub decisions: DecisionWriter,
     /// Agents' current keys, for verifying without a database round trip.
     pub key_cache: KeyCache,
+    /// Request rate limits (in-process, or shared through Redis).
+    pub rate_limiter: RateLimiter,
 }
 
 /// Why the server could not start.
@@ -50,6 +53,10 @@ pub enum StartError {
     Database(#[from] DbError),
     #[error("cannot start the decision writer: {0}")]
     Writer(std::io::Error),
+    #[error("rate limits: {0}")]
+    RateLimits(#[from] crate::ratelimit::RedisSetupError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::http::tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -105,7 +112,18 @@ impl Application {
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,
             metrics: metrics.clone(),
+            trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+            tls: config.tls.is_some(),
         });
+        let tls = match &config.tls {
+            Some(files) => Some(crate::http::tls::server_config(&files.cert, &files.key)?),
+            None => None,
+        };
+        let rate_limiter = RateLimiter::new(
+            config.rate_limits.clone(),
+            config.redis.as_ref(),
+            metrics.clone(),
+        )?;
         // Warm the dummy hash so the first unknown-email login costs no extra time.
         crate::auth::password::prepare_dummy(config.bcrypt_cost);
         let signing = KeyRing::new(
@@ -127,6 +145,7 @@ impl Application {
             signing,
             decisions,
             key_cache: KeyCache::default(),
+            rate_limiter,
             db,
             metrics,
             openapi_json: openapi::document_json(),
@@ -157,6 +176,9 @@ impl Application {
                 .route("/docs/", web::get().to(routes::docs::docs_index))
                 .route("/docs/{file}", web::get().to(routes::docs::docs_asset))
                 .default_service(web::to(http::fallback))
+                // Innermost first: rate limits see the client address the envelope
+                // computed, and their 429s get CORS headers and the envelope.
+                .wrap(middleware::from_fn(http::ratelimit::rate_limit))
                 .wrap(cors(&config.cors_origins))
                 .wrap(middleware::from_fn(envelope))
         })
@@ -164,8 +186,11 @@ impl Application {
         .shutdown_timeout(state.config.shutdown_timeout.as_secs())
         // Signals are handled by `cli::serve`, installed before the server says it is
         // listening, so a SIGTERM that arrives early is never lost.
-        .disable_signals()
-        .listen(listener)
+        .disable_signals();
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls),
+            None => server.listen(listener),
+        }
         .map_err(|source| StartError::Bind {
             addr: address,
             source,
@@ -175,6 +200,8 @@ impl Application {
         tracing::info!(
             server.address = %address,
             server.public_url = %state.config.public_url,
+            server.tls = state.config.tls.is_some(),
+            rate_limits.shared = state.config.redis.is_some(),
             db.backend = state.db.backend().as_str(),
             "agentid is listening"
         );
@@ -227,6 +254,8 @@ fn cors(origins: &[String]) -> Cors {
         .expose_headers([
             header::HeaderName::from_static("x-request-id"),
             header::RETRY_AFTER,
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
         ])
         .max_age(3600);
     for origin in origins {

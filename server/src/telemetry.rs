@@ -1,14 +1,84 @@
-//! Logging set-up: `tracing` with JSON or readable lines.
+//! Logging set-up: `tracing` with JSON or readable lines, and optionally trace
+//! export over OTLP/HTTP.
 //!
 //! Log lines are sentences plus dotted fields. Every line written while serving a
 //! request carries that request's `request_id` through its span. Nothing here may
 //! ever log a secret: callers pass only identifiers and outcomes.
+//!
+//! When `AGENTID_OTLP_ENDPOINT` is set, spans (the request span `http_request`, the
+//! database span `db.run`, the decision writer's `decision.batch`) and warnings
+//! inside them are exported in batches by a background thread; nothing is exported
+//! otherwise, and then the debug-level spans cost one disabled-callsite check.
+//! Bodies, credentials and keys are never span fields, so they are never exported.
 
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{fmt, EnvFilter};
+use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 use crate::config::LogFormat;
+
+/// The service name traces are exported under.
+pub const SERVICE_NAME: &str = "agentid-server";
+
+/// Owns the trace exporter; [`Telemetry::shutdown`] flushes what is still queued.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether spans are being exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports the spans still queued and stops the exporter (at most a few seconds).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown_with_timeout(std::time::Duration::from_secs(5)) {
+                tracing::warn!(error.cause = %e, "could not flush the last traces");
+            }
+        }
+    }
+}
+
+/// The OTLP/HTTP (protobuf) exporter to `endpoint/v1/traces`, batched.
+fn otlp_provider(endpoint: &str) -> Result<SdkTracerProvider, String> {
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_endpoint(format!("{endpoint}/v1/traces"))
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(SERVICE_NAME)
+        .with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ))
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// What is exported: spans at info and above, this crate's debug spans (`db.run`,
+/// `decision.batch`), and warnings and errors as span events.
+fn export_filter(metadata: &tracing::Metadata<'_>) -> bool {
+    if metadata.is_span() {
+        *metadata.level() <= tracing::Level::INFO
+            || (*metadata.level() <= tracing::Level::DEBUG
+                && metadata.target().starts_with("agentid_server"))
+    } else {
+        *metadata.level() <= tracing::Level::WARN
+    }
+}
 
 /// Where log lines go.
 #[derive(Debug, Clone, Copy)]
@@ -22,8 +92,30 @@ pub enum LogTarget {
 /// Installs the global subscriber. Calling it twice is harmless (the second call
 /// keeps the first subscriber), which lets tests start many servers in one process.
 pub fn init(format: LogFormat, filter: &str, target: LogTarget) {
+    init_with_export(format, filter, target, None);
+}
+
+/// Like [`init`], and exports traces to the OTLP/HTTP collector at `otlp_endpoint`
+/// when given. Keep the returned [`Telemetry`] and shut it down on exit so the last
+/// spans are flushed. A collector that cannot be set up is logged, never fatal.
+pub fn init_with_export(
+    format: LogFormat,
+    filter: &str,
+    target: LogTarget,
+    otlp_endpoint: Option<&str>,
+) -> Telemetry {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let (provider, export_error) = match otlp_endpoint.map(otlp_provider) {
+        None => (None, None),
+        Some(Ok(provider)) => (Some(provider), None),
+        Some(Err(e)) => (None, Some(e)),
+    };
+    let export = provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(SERVICE_NAME))
+            .with_filter(filter_fn(export_filter))
+    });
+    let registry = tracing_subscriber::registry().with(export);
     let result = match (format, target) {
         (LogFormat::Json, LogTarget::Stdout) => registry
             .with(
@@ -31,7 +123,8 @@ pub fn init(format: LogFormat, filter: &str, target: LogTarget) {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(false)
+                    .with_filter(filter),
             )
             .try_init(),
         (LogFormat::Json, LogTarget::Stderr) => registry
@@ -41,16 +134,35 @@ pub fn init(format: LogFormat, filter: &str, target: LogTarget) {
                     .flatten_event(true)
                     .with_current_span(true)
                     .with_span_list(false)
-                    .with_writer(std::io::stderr),
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
             )
             .try_init(),
-        (LogFormat::Pretty, LogTarget::Stdout) => registry.with(fmt::layer()).try_init(),
+        (LogFormat::Pretty, LogTarget::Stdout) => {
+            registry.with(fmt::layer().with_filter(filter)).try_init()
+        }
         (LogFormat::Pretty, LogTarget::Stderr) => registry
-            .with(fmt::layer().with_writer(std::io::stderr))
+            .with(
+                fmt::layer()
+                    .with_writer(std::io::stderr)
+                    .with_filter(filter),
+            )
             .try_init(),
     };
     if result.is_ok() {
         install_panic_hook();
+    }
+    if let Some(error) = export_error {
+        tracing::error!(error.cause = %error, "trace export could not be set up; continuing without it");
+    }
+    match (&provider, otlp_endpoint) {
+        (Some(_), Some(endpoint)) if result.is_ok() => {
+            tracing::info!(otlp.endpoint = %endpoint, "exporting traces over OTLP/HTTP");
+        }
+        _ => {}
+    }
+    Telemetry {
+        provider: if result.is_ok() { provider } else { None },
     }
 }
 

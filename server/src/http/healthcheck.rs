@@ -1,13 +1,20 @@
 //! `agentid-server healthcheck`: one readiness request to the local server, with
-//! nothing but the standard library, for container images without curl.
+//! the standard library (and rustls when the server serves TLS), for container
+//! images without curl.
+//!
+//! Over TLS the check trusts exactly the configured certificate
+//! (`crate::http::tls::pinned_client_config`), so it works with any name on the
+//! certificate and never with another server's.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
 /// Asks the server listening on `listen` for `GET /health/ready`; `Ok` only for a 200.
-/// An unspecified listen address (`0.0.0.0`, `::`) is reached on loopback.
-pub fn ready(listen: SocketAddr, timeout: Duration) -> Result<(), String> {
+/// An unspecified listen address (`0.0.0.0`, `::`) is reached on loopback. With
+/// `tls_cert` the request goes over TLS, trusting exactly that certificate.
+pub fn ready(listen: SocketAddr, timeout: Duration, tls_cert: Option<&Path>) -> Result<(), String> {
     let target = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => {
             SocketAddr::new(Ipv4Addr::LOCALHOST.into(), listen.port())
@@ -23,6 +30,21 @@ pub fn ready(listen: SocketAddr, timeout: Duration) -> Result<(), String> {
         .set_read_timeout(Some(timeout))
         .and_then(|()| stream.set_write_timeout(Some(timeout)))
         .map_err(|e| e.to_string())?;
+    match tls_cert {
+        None => exchange(&mut stream, target),
+        Some(cert) => {
+            let config = crate::http::tls::pinned_client_config(cert).map_err(|e| e.to_string())?;
+            let name = rustls::pki_types::ServerName::IpAddress(target.ip().into());
+            let connection = rustls::ClientConnection::new(config, name)
+                .map_err(|e| format!("cannot start TLS: {e}"))?;
+            let mut tls = rustls::StreamOwned::new(connection, stream);
+            exchange(&mut tls, target)
+        }
+    }
+}
+
+/// Sends the request and reads the status line.
+fn exchange(stream: &mut (impl Read + Write), target: SocketAddr) -> Result<(), String> {
     stream
         .write_all(
             format!("GET /health/ready HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\nUser-Agent: agentid-healthcheck\r\n\r\n")

@@ -29,6 +29,7 @@ use futures_util::FutureExt;
 use tracing::Instrument;
 
 use crate::error::{code_for_status, default_message, ApiError, ErrorInfo};
+use crate::http::client::TrustedProxies;
 use crate::metrics::{Metrics, RequestLabels};
 
 /// The request id header, read and echoed.
@@ -44,6 +45,10 @@ pub struct HttpSettings {
     pub body_limit: usize,
     pub request_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// Proxies whose forwarding headers are believed (client address, scheme).
+    pub trusted_proxies: Arc<TrustedProxies>,
+    /// Whether this server terminates TLS itself.
+    pub tls: bool,
 }
 
 /// Content-Security-Policy for API answers: nothing may be loaded or framed.
@@ -62,6 +67,10 @@ pub async fn envelope(
     };
     let request_id = incoming_request_id(req.headers()).unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let client = settings
+        .trusted_proxies
+        .client(req.peer_addr(), req.headers(), settings.tls);
+    req.extensions_mut().insert(client);
     let method = req.method().to_string();
     let span = tracing::info_span!(
         "http_request",
@@ -132,14 +141,17 @@ pub async fn envelope(
                 .request()
                 .match_pattern()
                 .unwrap_or_else(|| "unmatched".to_owned());
-            let response = finish(response, &request_id);
+            let response = finish(response, &request_id, client.https);
             (route, response.status(), Ok(response))
         }
-        Err(final_error) => (
-            "unmatched".to_owned(),
-            final_error.status_code(),
-            Err(final_error.into()),
-        ),
+        Err(mut final_error) => {
+            final_error.hsts = client.https;
+            (
+                "unmatched".to_owned(),
+                final_error.status_code(),
+                Err(final_error.into()),
+            )
+        }
     };
 
     let elapsed = started.elapsed();
@@ -163,7 +175,11 @@ pub async fn envelope(
 }
 
 /// Adds the request id and security headers; replaces any error body with the envelope.
-fn finish(response: ServiceResponse<BoxBody>, request_id: &Arc<str>) -> ServiceResponse<BoxBody> {
+fn finish(
+    response: ServiceResponse<BoxBody>,
+    request_id: &Arc<str>,
+    hsts: bool,
+) -> ServiceResponse<BoxBody> {
     let status = response.status();
     let envelope = if status.is_client_error() || status.is_server_error() {
         let info = response.response().extensions().get::<ErrorInfo>().cloned();
@@ -180,7 +196,7 @@ fn finish(response: ServiceResponse<BoxBody>, request_id: &Arc<str>) -> ServiceR
     };
     let request_id = request_id.clone();
     response.map_body(move |head, body| {
-        set_standard_headers(&mut head.headers, &request_id);
+        set_standard_headers(&mut head.headers, &request_id, hsts);
         match envelope {
             Some(json) => {
                 head.headers.insert(
@@ -209,9 +225,18 @@ fn envelope_json(code: ErrorCode, message: String, request_id: &str) -> String {
     })
 }
 
-fn set_standard_headers(headers: &mut HeaderMap, request_id: &str) {
+/// HSTS for answers the client received over https (our TLS, or a trusted proxy's).
+const HSTS: &str = "max-age=31536000; includeSubDomains";
+
+fn set_standard_headers(headers: &mut HeaderMap, request_id: &str, hsts: bool) {
     if let Ok(value) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
+    }
+    if hsts {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(HSTS),
+        );
     }
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
@@ -262,6 +287,8 @@ pub struct FinalError {
     code: ErrorCode,
     message: String,
     request_id: Arc<str>,
+    /// Whether the answer goes out over https (adds HSTS).
+    hsts: bool,
 }
 
 impl FinalError {
@@ -270,6 +297,7 @@ impl FinalError {
             code,
             message: default_message(code).to_owned(),
             request_id,
+            hsts: false,
         }
     }
 }
@@ -293,7 +321,7 @@ impl ResponseError for FinalError {
                 self.message.clone(),
                 &self.request_id,
             ));
-        set_standard_headers(response.headers_mut(), &self.request_id);
+        set_standard_headers(response.headers_mut(), &self.request_id, self.hsts);
         if self.code == ErrorCode::RequestTimeout {
             response
                 .headers_mut()
@@ -352,6 +380,8 @@ mod server_tests {
             body_limit: 1024,
             request_timeout: Duration::from_millis(200),
             metrics: Metrics::new(),
+            trusted_proxies: Arc::default(),
+            tls: false,
         });
         let server = HttpServer::new(move || {
             App::new()

@@ -1,8 +1,11 @@
 //! HTTP plumbing shared by every route: the outer middleware, extractor error
 //! handling, and the answers for unknown paths and wrong methods.
 
+pub mod client;
 pub mod healthcheck;
 pub mod middleware;
+pub mod ratelimit;
+pub mod tls;
 
 use actix_web::dev::ResourceDef;
 use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};

@@ -18,6 +18,8 @@ use agentid_protocol::{
 use crate::decisions::{CachedKey, Candidate};
 use crate::error::ApiError;
 use crate::http::middleware::RequestId;
+use crate::http::ratelimit::limit_agent_request;
+use crate::ratelimit::Class;
 use crate::routes::agents::{invalid_envelope, read_envelope};
 use crate::schema::agents;
 use crate::startup::AppState;
@@ -46,6 +48,7 @@ struct AgentKeyView {
         (status = 200, body = Decision),
         (status = 400, description = "invalid_envelope", body = agentid_protocol::ErrorBody),
         (status = 404, description = "unknown agent", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody),
         (status = 503, description = "database_unavailable: the decision log is saturated or unreachable", body = agentid_protocol::ErrorBody)
     )
 )]
@@ -78,10 +81,19 @@ pub async fn verify_action(
         _ => {
             let agent_id = payload.agent_id.clone();
             let claimed = keyid.clone();
-            let view = state
+            let view = match state
                 .db
                 .run(move |conn| load_key_view(conn, &agent_id, &claimed))
-                .await?;
+                .await
+            {
+                Ok(view) => view,
+                Err(error) => {
+                    // An unknown agent (or a failed read) still counts against the
+                    // address, so a flood of made-up ids is limited too.
+                    limit_agent_request(&req, &state, Class::Actions, None).await?;
+                    return Err(error);
+                }
+            };
             if let Some(key) = &view.key {
                 state.key_cache.put(&payload.agent_id, key.clone());
             }
@@ -115,6 +127,25 @@ pub async fn verify_action(
             Ok(()) => None,
         },
     };
+
+    // Rate limits, before anything is written: the address always, the agent only
+    // when its key's signature verified, so nobody can spend an agent's budget by
+    // forging statements in its name (docs/rate-limits.md).
+    let signature_verified = matches!(
+        pre,
+        None | Some(
+            DecisionReason::WrongAudience
+                | DecisionReason::IssuedAtTooOld
+                | DecisionReason::IssuedAtInFuture
+        )
+    );
+    limit_agent_request(
+        &req,
+        &state,
+        Class::Actions,
+        signature_verified.then_some(payload.agent_id.as_str()),
+    )
+    .await?;
 
     // (4), (9)-(11) and the audit record: decided and committed by the writer.
     let envelope_sha256 = agentid_protocol::envelope::digest_of(&signed);

@@ -23,6 +23,8 @@ use crate::auth::principal::Principal;
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::middleware::RequestId;
+use crate::http::ratelimit::limit_agent_request;
+use crate::ratelimit::Class;
 use crate::startup::AppState;
 
 /// A new agent. The private key stays with the agent: send only the public key.
@@ -480,14 +482,16 @@ pub async fn list_agent_keys(
     operation_id = "create_agent_challenge",
     tag = "agents",
     params(("agent_id" = String, Path)),
-    responses((status = 201, body = Challenge), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody))
+    responses((status = 201, body = Challenge), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody), (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody))
 )]
 #[post("/api/v1/agents/{agent_id}/challenge")]
 pub async fn create_agent_challenge(
+    req: HttpRequest,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let agent_id = agent_id.into_inner();
+    limit_agent_request(&req, &state, Class::AgentAuth, Some(&agent_id)).await?;
     let now = crate::clock::now_ms();
     let audience = state.config.public_url.clone();
     let ttl_ms = state.config.challenge_ttl_secs * 1000;
@@ -517,7 +521,8 @@ pub async fn create_agent_challenge(
         (status = 400, description = "invalid_envelope", body = agentid_protocol::ErrorBody),
         (status = 401, description = "invalid_proof", body = agentid_protocol::ErrorBody),
         (status = 404, body = agentid_protocol::ErrorBody),
-        (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody)
+        (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody)
     )
 )]
 #[post("/api/v1/agents/{agent_id}/verify")]
@@ -528,6 +533,7 @@ pub async fn verify_agent_challenge(
     body: web::Bytes,
 ) -> Result<web::Json<AgentVerified>, ApiError> {
     let agent_id = agent_id.into_inner();
+    limit_agent_request(&req, &state, Class::AgentAuth, Some(&agent_id)).await?;
     let envelope = read_envelope(&req, &body, PayloadType::ChallengeResponse)?;
     let payload = ChallengeResponsePayload::parse(&envelope.payload).map_err(invalid_envelope)?;
     let audience = state.config.public_url.clone();
@@ -633,7 +639,8 @@ pub async fn verify_agent_challenge(
         (status = 400, description = "invalid_envelope or weak_public_key", body = agentid_protocol::ErrorBody),
         (status = 401, description = "invalid_proof", body = agentid_protocol::ErrorBody),
         (status = 404, body = agentid_protocol::ErrorBody),
-        (status = 409, description = "invalid_state (agent not active) or conflict (key already used)", body = agentid_protocol::ErrorBody)
+        (status = 409, description = "invalid_state (agent not active) or conflict (key already used)", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody)
     )
 )]
 #[post("/api/v1/agents/{agent_id}/keys/rotate")]
@@ -644,6 +651,7 @@ pub async fn rotate_agent_key(
     body: web::Bytes,
 ) -> Result<web::Json<Agent>, ApiError> {
     let agent_id = agent_id.into_inner();
+    limit_agent_request(&req, &state, Class::AgentAuth, Some(&agent_id)).await?;
     let envelope = read_envelope(&req, &body, PayloadType::KeyRotation)?;
     let (payload, new_key) =
         KeyRotationPayload::parse(&envelope.payload).map_err(|e| match e.kind {

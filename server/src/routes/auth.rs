@@ -20,6 +20,7 @@ use crate::auth::principal::{unauthorized, Actor, Principal};
 use crate::auth::tokens::{hash_opaque, new_opaque, REFRESH_PREFIX};
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::client::ClientAddr;
 use crate::http::middleware::RequestId;
 use crate::startup::AppState;
 
@@ -94,7 +95,7 @@ fn client_info(req: &HttpRequest) -> ClientInfo {
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .map(|s| s.chars().take(200).collect()),
-        client_address: req.peer_addr().map(|a| a.ip().to_string()),
+        client_address: Some(ClientAddr::of(req).ip.to_string()),
     }
 }
 
@@ -163,7 +164,7 @@ pub async fn login(
         password: candidate,
     } = body.into_inner();
     let email = email.trim().to_lowercase();
-    let address = req.peer_addr().map(|a| a.ip());
+    let address = Some(ClientAddr::of(&req).ip);
     state
         .login_limiter
         .check(&email, address, Instant::now())

@@ -22,4 +22,7 @@ mod openapi;
 mod operations;
 mod people;
 mod process;
+mod ratelimit;
+mod tls;
+mod tracing;
 mod trust;
