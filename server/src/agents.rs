@@ -820,20 +820,31 @@ pub fn record_proof(
         ))
         .execute(conn)
         .map_err(ApiError::internal)?;
-        if changed != 1 {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                "The agent changed concurrently; retry.",
-            ));
+        if changed == 1 {
+            ctx.record(
+                conn,
+                &agent.org_id,
+                "agent.activated",
+                Some(("agent", &agent.id)),
+                Outcome::Success,
+                serde_json::json!({ "key_id": agent.key_id }),
+            )?;
+        } else {
+            // Another proof activated it since we read it (two processes of one agent
+            // starting together, each with its own challenge): this proof is as good,
+            // as long as the agent is now active with the key it was made with.
+            let (status, key_id): (String, String) = agents::table
+                .filter(agents::id.eq(&agent.id))
+                .select((agents::status, agents::key_id))
+                .first(conn)
+                .map_err(ApiError::internal)?;
+            if status != AgentStatus::Active.as_str() || key_id != agent.key_id {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "The agent changed concurrently; retry.",
+                ));
+            }
         }
-        ctx.record(
-            conn,
-            &agent.org_id,
-            "agent.activated",
-            Some(("agent", &agent.id)),
-            Outcome::Success,
-            serde_json::json!({ "key_id": agent.key_id }),
-        )?;
     }
     ctx.record(
         conn,

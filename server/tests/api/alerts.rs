@@ -423,8 +423,8 @@ async fn alerts_api(backend: Backend) {
     assert_eq!(first["status"], "open");
     assert_eq!(first["occurrences"], 2);
     assert_eq!(first["details"], json!({ "action": "payments.send" }));
-    assert_eq!(first["first_seen_at"], "2030-03-17T17:46:40Z");
-    assert_eq!(first["last_seen_at"], "2030-03-17T17:46:43Z");
+    assert_eq!(first["first_seen_at"], "2030-03-17T17:46:40.000Z");
+    assert_eq!(first["last_seen_at"], "2030-03-17T17:46:43.000Z");
     assert_eq!(first["acknowledged_at"], Value::Null);
     assert_eq!(page["alerts"][1]["agent_id"], Value::Null);
 

@@ -600,6 +600,8 @@ async fn grant_lifecycle(backend: Backend) {
     }
 
     let expires = "2100-01-01T00:00:00Z";
+    // Answers and records write times with exactly three fractional digits.
+    let expires_out = "2100-01-01T00:00:00.000Z";
     let grant = ok_json(
         send(
             &app,
@@ -619,7 +621,7 @@ async fn grant_lifecycle(backend: Backend) {
     assert_eq!(grant["agent_id"], agent.as_str());
     assert_eq!(grant["capability"], "email:send");
     assert_eq!(grant["resource_pattern"], "*@example.com");
-    assert_eq!(grant["expires_at"], expires);
+    assert_eq!(grant["expires_at"], expires_out);
     assert_eq!(grant["state"], "active");
     assert!(grant["revoked_at"].is_null());
     let grant_id = grant["id"].as_str().unwrap().to_owned();
@@ -706,7 +708,7 @@ async fn grant_lifecycle(backend: Backend) {
             "agent_id": agent,
             "capability": "email:send",
             "resource_pattern": "*@example.com",
-            "expires_at": expires,
+            "expires_at": expires_out,
         })
     );
     let revocations = actions(&records, "capability.grant_revoked");
