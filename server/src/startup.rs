@@ -104,6 +104,16 @@ impl Application {
             addr: config.listen,
             source,
         })?;
+        // Port 0 picks a free port; a public URL defaulted from the listen address
+        // must name the port actually bound, or every audience check would fail.
+        let mut config = config;
+        if config.listen.port() == 0 {
+            for scheme in ["http", "https"] {
+                if config.public_url == format!("{scheme}://{}", config.listen) {
+                    config.public_url = format!("{scheme}://{address}");
+                }
+            }
+        }
 
         let api = openapi::document();
         let route_table = web::Data::new(RouteTable::from_openapi(&api));

@@ -30,6 +30,18 @@ async fn starts_with_zero_configuration_on_embedded_sqlite() {
         .await
         .unwrap();
     assert_eq!(ready["database"], "sqlite");
+    // Port 0: the default public URL (issuer and audience) names the port bound.
+    let listening = server
+        .log()
+        .into_iter()
+        .find(|l| l.contains("agentid is listening"))
+        .unwrap();
+    let listening: serde_json::Value = serde_json::from_str(&listening).unwrap();
+    assert_eq!(
+        listening["server.public_url"],
+        server.address.as_str(),
+        "{listening}"
+    );
     assert!(dir.join("data/agentid.db").exists());
     let secret = std::fs::metadata(dir.join("data/dev-secret.key")).unwrap();
     #[cfg(unix)]
