@@ -118,6 +118,10 @@ struct Entry {
     /// The later of the last failure and the end of the last lockout: the start of
     /// the quiet period that resets `level`, and the age used for eviction.
     last_activity: Instant,
+    /// Attempts admitted by [`LoginLimiter::begin`] whose password is still being
+    /// verified: they count against the limit until they are recorded, so guesses
+    /// sent concurrently cannot all slip past the check while bcrypt runs.
+    in_flight: u32,
 }
 
 impl Entry {
@@ -127,6 +131,7 @@ impl Entry {
             locked_until: None,
             level: 0,
             last_activity: now,
+            in_flight: 0,
         }
     }
 
@@ -185,12 +190,16 @@ impl Entry {
 
     /// Whether the entry is indistinguishable from no entry at all.
     fn is_idle(&self, now: Instant, config: &LimiterConfig) -> bool {
-        self.remaining(now).is_none()
+        self.in_flight == 0
+            && self.remaining(now).is_none()
             && now.saturating_duration_since(self.last_activity) >= config.idle_limit()
     }
 
     fn is_empty(&self) -> bool {
-        self.failures.is_empty() && self.locked_until.is_none() && self.level == 0
+        self.failures.is_empty()
+            && self.locked_until.is_none()
+            && self.level == 0
+            && self.in_flight == 0
     }
 }
 
@@ -205,6 +214,50 @@ fn later(now: Instant, length: Duration) -> Instant {
 struct State {
     entries: HashMap<Key, Entry>,
     calls: u64,
+}
+
+/// What a refused attempt is told to wait while the limit is taken up by attempts
+/// still in flight (they settle within one password hash).
+const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+
+/// A login attempt admitted by [`LoginLimiter::begin`]: it holds its place in the
+/// limits until it is resolved with [`Attempt::failed`] or [`Attempt::succeeded`];
+/// dropped unresolved (an error before the password was judged), it just gives the
+/// place back.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    limiter: &'a LoginLimiter,
+    account: String,
+    address: Option<IpAddr>,
+    keys: [Option<Key>; 2],
+    settled: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong (or the email unknown): see
+    /// [`LoginLimiter::record_failure`].
+    pub fn failed(mut self, now: Instant) -> Option<Duration> {
+        self.settled = true;
+        self.limiter.release(&self.keys);
+        self.limiter
+            .record_failure(&self.account, self.address, now)
+    }
+
+    /// The password was right: see [`LoginLimiter::record_success`].
+    pub fn succeeded(mut self, now: Instant) {
+        self.settled = true;
+        self.limiter.release(&self.keys);
+        self.limiter
+            .record_success(&self.account, self.address, now);
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.limiter.release(&self.keys);
+        }
+    }
 }
 
 /// In-process login limiter; share one per server (it is `Send + Sync`).
@@ -261,6 +314,65 @@ impl LoginLimiter {
             }
         }
         wait.map_or(Ok(()), Err)
+    }
+
+    /// Called before the password is verified, like [`check`](Self::check), and
+    /// also *reserves* the attempt: until the returned [`Attempt`] is resolved (or
+    /// dropped), it counts against the account's and the address's limits as if it
+    /// had failed. So however many guesses arrive at once, no more passwords are
+    /// verified than the limit allows; the surplus is refused with a short
+    /// `Retry-After` (the attempts in flight settle within a password hash).
+    pub fn begin(
+        &self,
+        account: &str,
+        address: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Attempt<'_>, Duration> {
+        let keys = self.keys(account, address);
+        let limits = [
+            self.config.max_failures_per_account,
+            self.config.max_failures_per_address,
+        ];
+        let mut state = self.lock();
+        self.tick(&mut state, now);
+        let mut wait: Option<Duration> = None;
+        for (key, max) in keys.iter().zip(limits) {
+            let Some(key) = key else { continue };
+            if let Some(entry) = state.entries.get_mut(key) {
+                entry.refresh(now, &self.config);
+                let left = entry.remaining(now).or_else(|| {
+                    (entry.failures.len() + entry.in_flight as usize >= max as usize)
+                        .then_some(IN_FLIGHT_RETRY)
+                });
+                if let Some(left) = left {
+                    wait = Some(wait.map_or(left, |w| w.max(left)));
+                }
+            }
+        }
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
+        for key in keys.iter().flatten() {
+            let entry = self.entry(&mut state, *key, now);
+            entry.in_flight = entry.in_flight.saturating_add(1);
+        }
+        Ok(Attempt {
+            limiter: self,
+            account: account.to_owned(),
+            address,
+            keys,
+            settled: false,
+        })
+    }
+
+    /// Gives back the reservation of an attempt.
+    fn release(&self, keys: &[Option<Key>; 2]) {
+        let mut state = self.lock();
+        for key in keys.iter().flatten() {
+            if let Some(entry) = state.entries.get_mut(key) {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+            }
+        }
     }
 
     /// Records a wrong password (or an unknown email). Returns `Some(retry_after)`
@@ -792,5 +904,49 @@ mod tests {
     fn limiter_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<LoginLimiter>();
+    }
+
+    #[test]
+    fn concurrent_attempts_count_while_their_passwords_are_checked() {
+        let limiter = limiter();
+        let now = Instant::now();
+        // Thirty guesses at one account arrive before any password is judged: only
+        // as many as the limit allows get to a password check.
+        let admitted: Vec<Attempt<'_>> = (0..30)
+            .filter_map(|i| {
+                let address = Some(IpAddr::V4(Ipv4Addr::new(198, 51, 100, i)));
+                limiter.begin(EMAIL, address, now).ok()
+            })
+            .collect();
+        assert_eq!(admitted.len(), 10);
+        assert_eq!(
+            limiter.begin(EMAIL, ADDR, now).map(|_| ()),
+            Err(IN_FLIGHT_RETRY)
+        );
+        // They all fail: the account is locked out, as if they had come one by one.
+        let lockouts: Vec<Option<Duration>> = admitted.into_iter().map(|a| a.failed(now)).collect();
+        assert_eq!(lockouts.iter().filter(|l| l.is_some()).count(), 1);
+        assert_eq!(limiter.check(EMAIL, ADDR, now), Err(secs(60)));
+
+        // Per address too: 60 guesses from one address at 60 accounts.
+        let limiter = LoginLimiter::new(LimiterConfig::default());
+        let admitted: Vec<Attempt<'_>> = (0..60)
+            .filter_map(|i| limiter.begin(&format!("u{i}@example.com"), ADDR, now).ok())
+            .collect();
+        assert_eq!(admitted.len(), 50);
+    }
+
+    #[test]
+    fn an_unresolved_attempt_gives_its_place_back() {
+        let limiter = limiter();
+        let now = Instant::now();
+        for _ in 0..100 {
+            // An error before the password was judged (dropped without a verdict).
+            drop(limiter.begin(EMAIL, ADDR, now).unwrap());
+        }
+        let attempt = limiter.begin(EMAIL, ADDR, now).unwrap();
+        attempt.succeeded(now);
+        assert_eq!(limiter.check(EMAIL, ADDR, now), Ok(()));
+        assert_eq!(limiter.tracked_keys(), 1, "the address entry only");
     }
 }

@@ -165,9 +165,11 @@ pub async fn login(
     } = body.into_inner();
     let email = email.trim().to_lowercase();
     let address = Some(ClientAddr::of(&req).ip);
-    state
+    // The attempt holds its place in the limits until its password is judged, so
+    // concurrent guesses cannot all pass before the first failures are counted.
+    let attempt = state
         .login_limiter
-        .check(&email, address, Instant::now())
+        .begin(&email, address, Instant::now())
         .map_err(ApiError::rate_limited)?;
 
     let lookup_email = email.clone();
@@ -193,10 +195,7 @@ pub async fn login(
     let account = match account {
         Some(a) if matches && !a.disabled => a,
         other => {
-            if let Some(retry) = state
-                .login_limiter
-                .record_failure(&email, address, Instant::now())
-            {
+            if let Some(retry) = attempt.failed(Instant::now()) {
                 tracing::warn!(
                     retry_after_s = retry.as_secs(),
                     "login locked out after repeated failures"
@@ -225,9 +224,7 @@ pub async fn login(
             ));
         }
     };
-    state
-        .login_limiter
-        .record_success(&email, address, Instant::now());
+    attempt.succeeded(Instant::now());
     let pair = state
         .db
         .run({

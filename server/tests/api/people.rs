@@ -582,3 +582,27 @@ async fn weak_passwords_are_refused() {
         );
     }
 }
+
+/// Guesses sent all at once: no more passwords are checked than the limit allows,
+/// even while the first ones are still being hashed (the load test's login storm
+/// found 34-38 checks for one account before attempts in flight were counted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_guesses_are_limited_while_in_flight() {
+    // A slow dummy hash (unknown email) so the guesses overlap for real.
+    let app =
+        crate::helpers::spawn_app_with(Backend::Sqlite, &[("AGENTID_BCRYPT_COST", "10")]).await;
+    let guesses = (0..30).map(|i| {
+        let app = &app;
+        async move {
+            app.login_response("nobody@example.com", &format!("guess number {i:02} here"))
+                .await
+                .status()
+                .as_u16()
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked, 10, "{statuses:?}");
+    assert_eq!(refused, 20, "{statuses:?}");
+}
