@@ -13,6 +13,14 @@
 //!   the same with the key from the handler's `KeyCache`, `KeyRing::sign_receipt`, a
 //!   raw Ed25519 signature of the same bytes for comparison, and cached handler +
 //!   receipt together;
+//! - `crypto` also times the handler's first steps one by one: `envelope_parse`,
+//!   `signed_bytes_pae` (the DSSE pre-authentication encoding) and `payload_parse`;
+//! - `parts/<backend>`: `decisions::consume_nonce` and `audit::append` alone, each
+//!   in its own transaction (`.../autocommit`), and `HOT_PATH_PARTS_BATCH` (256) of
+//!   them in one transaction (`nonce_consume/txn_256`, `audit_append_batch/256`);
+//! - `decision/<backend>/in_flight/N`: the whole decision without HTTP (handler CPU
+//!   on a real envelope with the key cached, the decision writer, the receipt),
+//!   N in flight (`HOT_PATH_DECISION_IN_FLIGHT`, default `16,256`);
 //! - `writer/<backend>`: the decision writer end to end (queue, batch transaction,
 //!   commit, answer), as a closed loop of N submitters with unique nonces, one
 //!   criterion iteration per decision; and the handler's agent-key lookup
@@ -47,7 +55,7 @@ use agentid_protocol::tokens::ReceiptClaims;
 use agentid_protocol::{b64, ActionPayload, Envelope, ParsedEnvelope, PayloadType, PublicKey};
 use agentid_server::accounts::{create_org_with_owner, AuditCtx};
 use agentid_server::agents::{register, NewAgent};
-use agentid_server::audit::ActorType;
+use agentid_server::audit::{append, append_batch, ActorType, NewEvent, Outcome};
 use agentid_server::capabilities::{
     create_capability, grant_capability, CapabilityName, Description, MinTrust, NewCapability,
     NewGrant, RiskLevel,
@@ -55,7 +63,9 @@ use agentid_server::capabilities::{
 use agentid_server::clock::now_ms;
 use agentid_server::config::{DatabaseConfig, DatabaseUrl, SqliteSync};
 use agentid_server::db::{write_transaction, Database};
-use agentid_server::decisions::{CachedKey, Candidate, DecisionWriter, KeyCache, WriterSettings};
+use agentid_server::decisions::{
+    consume_nonce, CachedKey, Candidate, DecisionWriter, KeyCache, WriterSettings,
+};
 use agentid_server::error::ApiError;
 use agentid_server::metrics::Metrics;
 use agentid_server::schema::agents as agents_table;
@@ -226,6 +236,21 @@ fn crypto(c: &mut Criterion) {
             s.key
                 .verify(std::hint::black_box(&s.pae), std::hint::black_box(&s.sig))
                 .expect("verifies")
+        })
+    });
+    // The handler's first steps one by one: the bounded envelope parse, the DSSE
+    // pre-authentication encoding of what was signed (the bytes verify_strict and
+    // the digest read), and the action payload's parse.
+    group.bench_function("envelope_parse", |b| {
+        b.iter(|| ParsedEnvelope::parse(std::hint::black_box(&s.body)).expect("parses"))
+    });
+    let parsed = ParsedEnvelope::parse(&s.body).expect("parses");
+    group.bench_function("signed_bytes_pae", |b| {
+        b.iter(|| std::hint::black_box(&parsed).signed_bytes())
+    });
+    group.bench_function("payload_parse", |b| {
+        b.iter(|| {
+            ActionPayload::parse(std::hint::black_box(&parsed.payload)).expect("a valid payload")
         })
     });
     group.bench_function("handler_cpu", |b| {
@@ -753,6 +778,204 @@ fn writers(c: &mut Criterion) -> Vec<(Backend, WriterEnv)> {
     used
 }
 
+// ---------------------------------------------------------------------------
+// parts: the writer's statements one by one, and the whole decision without HTTP
+
+fn parts_batch() -> usize {
+    env_or("HOT_PATH_PARTS_BATCH", "256")
+        .parse()
+        .unwrap_or(256)
+        .max(1)
+}
+
+/// A nonce no earlier call of this process produced.
+fn fresh_nonce(counter: &AtomicU64, run: &[u8; 8]) -> String {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    let mut nonce = [0u8; 16];
+    nonce[..8].copy_from_slice(run);
+    nonce[8..].copy_from_slice(&n.to_be_bytes());
+    b64::encode(nonce)
+}
+
+/// `decisions::consume_nonce` and `audit::append` / `append_batch` alone, on the
+/// benchmark's database: each in its own write transaction ("autocommit": one
+/// commit, one fsync on SQLite FULL, per item) and `HOT_PATH_PARTS_BATCH` (256) of
+/// them in one transaction, as the writer's group commit does (criterion's
+/// throughput is per item).
+fn parts(c: &mut Criterion) {
+    let batch = parts_batch();
+    for backend in backends() {
+        if backend == Backend::Postgres && !postgres_reachable() {
+            continue;
+        }
+        let mut env: Option<WriterEnv> = None;
+        let counter = AtomicU64::new(0);
+        let run: [u8; 8] = *uuid::Uuid::new_v4()
+            .as_bytes()
+            .first_chunk::<8>()
+            .expect("16 bytes");
+        let mut group = c.benchmark_group(format!("parts/{}", backend.name()));
+        group.sample_size(10);
+        group.throughput(Throughput::Elements(1));
+        group.bench_function("nonce_consume/autocommit", |b| {
+            let env = env.get_or_insert_with(|| writer_env(backend, 4));
+            let agent = env.shared.agents[0].0.clone();
+            let mut conn = env.db.get().expect("a connection");
+            b.iter(|| {
+                let nonce = fresh_nonce(&counter, &run);
+                let fresh = write_transaction(&mut conn, |conn| {
+                    consume_nonce(conn, &agent, &nonce, now_secs())
+                })
+                .expect("the insert");
+                assert!(fresh);
+            })
+        });
+        group.bench_function("audit_append/autocommit", |b| {
+            let env = env.get_or_insert_with(|| writer_env(backend, 4));
+            let (org, agent) = (env.shared.org_id.clone(), env.shared.agents[0].0.clone());
+            let mut conn = env.db.get().expect("a connection");
+            b.iter(|| {
+                write_transaction(&mut conn, |conn| {
+                    append(conn, &org, &decision_event(&agent), now_ms())
+                })
+                .expect("the append")
+            })
+        });
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_function(format!("nonce_consume/txn_{batch}"), |b| {
+            let env = env.get_or_insert_with(|| writer_env(backend, 4));
+            let agent = env.shared.agents[0].0.clone();
+            let mut conn = env.db.get().expect("a connection");
+            b.iter(|| {
+                let nonces: Vec<String> = (0..batch).map(|_| fresh_nonce(&counter, &run)).collect();
+                write_transaction(&mut conn, |conn| {
+                    for nonce in &nonces {
+                        assert!(consume_nonce(conn, &agent, nonce, now_secs())?);
+                    }
+                    Ok::<_, diesel::result::Error>(())
+                })
+                .expect("the inserts")
+            })
+        });
+        group.bench_function(format!("audit_append_batch/{batch}"), |b| {
+            let env = env.get_or_insert_with(|| writer_env(backend, 4));
+            let (org, agent) = (env.shared.org_id.clone(), env.shared.agents[0].0.clone());
+            let events: Vec<_> = (0..batch).map(|_| decision_event(&agent)).collect();
+            let mut conn = env.db.get().expect("a connection");
+            b.iter(|| {
+                write_transaction(&mut conn, |conn| {
+                    append_batch(conn, &org, &events, now_ms())
+                })
+                .expect("the append")
+            })
+        });
+        group.finish();
+    }
+}
+
+/// An audit event shaped like the writer's record of an allowed action.
+fn decision_event(agent: &str) -> NewEvent<'_> {
+    NewEvent {
+        actor_type: ActorType::Agent,
+        actor_id: Some(agent),
+        action: "action.allowed",
+        target_type: Some("capability"),
+        target_id: Some(CAPABILITY),
+        outcome: Outcome::Success,
+        details: serde_json::json!({
+            "capability": CAPABILITY,
+            "resource": RESOURCE,
+            "reason": "allowed",
+            "nonce": "bUvRSoeBePh2ULd5zAqi_1g",
+            "envelope_sha256": "9f3c1d2e4b5a6978e1f2a3b4c5d6e7f80912a3b4c5d6e7f8091a2b3c4d5e6f70",
+        }),
+        request_id: None,
+    }
+}
+
+/// The whole decision without HTTP, as `routes::actions::verify_action` does it on a
+/// key-cache hit: the handler's CPU work on a real envelope (parse, strict verify,
+/// checks, digest), the decision writer (queue, batch transaction, commit) with a
+/// candidate carrying a fresh nonce, and the receipt's signature; N requests in
+/// flight on 2 tokio workers (`HOT_PATH_DECISION_IN_FLIGHT`, default `16,256`).
+/// One criterion iteration = one decision.
+fn whole_decision(c: &mut Criterion) {
+    let levels: Vec<usize> = env_or("HOT_PATH_DECISION_IN_FLIGHT", "16,256")
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|&n| n >= 1)
+        .collect();
+    let s = Arc::new(sample());
+    let ring = Arc::new(KeyRing::new(
+        &SecretString::from("hot-path-benchmark-secret-".repeat(2)),
+        AUDIENCE,
+        ROTATION_SECS,
+        RECEIPT_TTL_SECS,
+    ));
+    for backend in backends() {
+        if backend == Backend::Postgres && !postgres_reachable() {
+            continue;
+        }
+        let mut env: Option<WriterEnv> = None;
+        let mut group = c.benchmark_group(format!("decision/{}", backend.name()));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(10);
+        for &in_flight in &levels {
+            group.bench_function(BenchmarkId::new("in_flight", in_flight), |b| {
+                let env = env.get_or_insert_with(|| writer_env(backend, 16));
+                let cache = Arc::new(KeyCache::default());
+                let payload =
+                    ActionPayload::parse(&ParsedEnvelope::parse(&s.body).expect("parses").payload)
+                        .expect("a payload");
+                cache.put(
+                    &payload.agent_id,
+                    Arc::new(CachedKey {
+                        org_id: env.shared.org_id.clone(),
+                        key_id: s.key.thumbprint(),
+                        key: s.key.clone(),
+                    }),
+                );
+                b.iter_custom(|iters| {
+                    env.rt.block_on(async {
+                        let tasks = (in_flight as u64).min(iters).max(1);
+                        let start = Instant::now();
+                        let mut handles = Vec::new();
+                        for t in 0..tasks {
+                            let quota = iters / tasks + u64::from(t < iters % tasks);
+                            let (shared, s, cache, ring) =
+                                (env.shared.clone(), s.clone(), cache.clone(), ring.clone());
+                            handles.push(tokio::spawn(async move {
+                                for _ in 0..quota {
+                                    let now = now_secs();
+                                    let (payload, digest) =
+                                        handler_cpu_cached(&s.body, &cache, now);
+                                    let mut candidate = shared.candidate();
+                                    candidate.envelope_sha256 = digest.clone();
+                                    let recorded = shared
+                                        .writer
+                                        .submit(candidate)
+                                        .await
+                                        .expect("the decision is recorded");
+                                    assert!(recorded.allowed);
+                                    let claims = receipt_claims(&payload, digest, now);
+                                    std::hint::black_box(
+                                        ring.sign_receipt(&claims, now).expect("signs"),
+                                    );
+                                }
+                            }));
+                        }
+                        for h in handles {
+                            h.await.expect("a submitter");
+                        }
+                        start.elapsed()
+                    })
+                });
+            });
+        }
+        group.finish();
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -806,6 +1029,8 @@ fn main() {
         .configure_from_args();
     crypto(&mut c);
     let envs = writers(&mut c);
+    parts(&mut c);
+    whole_decision(&mut c);
     if std::env::args().any(|a| a == "--bench") {
         summary(&envs);
     }
