@@ -222,6 +222,12 @@ impl Application {
         })
     }
 
+    /// The public URL (issuer and audience) the server uses: the configured one, or
+    /// the one derived from the address actually bound.
+    pub fn public_url(&self) -> &str {
+        &self.state.config.public_url
+    }
+
     /// The address the server is bound to (useful with port 0).
     pub fn address(&self) -> SocketAddr {
         self.address

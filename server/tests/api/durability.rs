@@ -9,6 +9,9 @@ use crate::helpers::{create_owner, Backend, ServerProcess, TestDb, OWNER_PW, USE
 fn server_vars(db: &TestDb) -> Vec<(String, String)> {
     let mut vars = db.vars();
     vars.push(("AGENTID_LISTEN".into(), "127.0.0.1:0".into()));
+    // A restart binds another free port; the public URL (the audience agents sign
+    // for) stays the same, as it does in a real deployment.
+    vars.push(("AGENTID_PUBLIC_URL".into(), "http://agentid.test".into()));
     vars.push(("AGENTID_BCRYPT_COST".into(), "4".into()));
     vars.push(("AGENTID_LOG".into(), "debug".into()));
     vars

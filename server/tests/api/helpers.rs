@@ -180,8 +180,8 @@ pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp
         vars.push(((*k).to_owned(), (*v).to_owned()));
     }
     let config = Config::from_vars(vars).expect("test configuration is valid");
-    let public_url = config.public_url.clone();
     let app = Application::build(config).expect("server starts");
+    let public_url = app.public_url().to_owned();
     let address = format!("http://{}", app.address());
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
