@@ -437,7 +437,9 @@ fn decide_in(
         }
     }
 
-    // 4. Grants and minimum trust for what still stands.
+    // 4. Grants and minimum trust for what still stands. The batch's capabilities are
+    // read from the catalogue once: minimum trust here, risk for the trust model below.
+    let catalogue = catalogue_entries(conn, candidates)?;
     let standing: Vec<usize> = (0..candidates.len())
         .filter(|&i| reasons[i] == Some(DecisionReason::Allowed))
         .collect();
@@ -447,23 +449,6 @@ fn decide_in(
             .map(|&i| candidates[i].agent_id.as_str())
             .collect();
         let grants = capabilities::live_grants(conn, &agent_ids).map_err(ApiError::internal)?;
-        let orgs: Vec<&str> = standing
-            .iter()
-            .map(|&i| candidates[i].org_id.as_str())
-            .collect();
-        let names: Vec<&str> = standing
-            .iter()
-            .map(|&i| candidates[i].capability.as_str())
-            .collect();
-        let minimums: HashMap<(String, String), i32> = caps::table
-            .filter(caps::org_id.eq_any(&orgs))
-            .filter(caps::name.eq_any(&names))
-            .select((caps::org_id, caps::name, caps::min_trust))
-            .load::<(String, String, i32)>(conn)
-            .map_err(ApiError::internal)?
-            .into_iter()
-            .map(|(o, n, m)| ((o, n), m))
-            .collect();
         for i in standing {
             let c = candidates[i];
             let agent_grants = grants.get(&c.agent_id).map(Vec::as_slice).unwrap_or(&[]);
@@ -473,10 +458,9 @@ fn decide_in(
                 GrantCheck::NotGranted => DecisionReason::CapabilityNotGranted,
                 GrantCheck::ResourceNotInScope => DecisionReason::ResourceNotInScope,
                 GrantCheck::Granted => {
-                    let minimum = minimums
+                    let minimum = catalogue
                         .get(&(c.org_id.clone(), c.capability.clone()))
-                        .copied()
-                        .unwrap_or(0);
+                        .map_or(0, |e| e.min_trust);
                     let score = scores_now.get(c.agent_id.as_str()).copied().unwrap_or(0.0);
                     if score < f64::from(minimum) {
                         DecisionReason::TrustBelowMinimum
@@ -648,13 +632,12 @@ fn decide_in(
 
     // 7. Trust: each decided agent's state advanced by the batch's events in order,
     // scored as of now, stored with the counters; history and thresholds.
-    let risks = decided_risks(conn, candidates, &decided)?;
     let mut events: HashMap<&str, BTreeMap<&'static str, u32>> = HashMap::new();
     for &(i, reason) in &decided {
         let c = candidates[i];
-        let risk = risks
+        let risk = catalogue
             .get(&(c.org_id.clone(), c.capability.clone()))
-            .copied();
+            .and_then(|e| e.risk);
         let counts = events.entry(c.agent_id.as_str()).or_default();
         if let Some(event) = TrustEvent::from_decision(reason, risk) {
             if let Some(state) = states.get_mut(&c.agent_id) {
@@ -719,31 +702,33 @@ fn agent_refs<'a>(
     .collect()
 }
 
-/// Risk levels of the decided capabilities, for weighting violations and the mix.
-fn decided_risks(
+/// A capability of the batch as the catalogue has it.
+#[derive(Debug, Clone, Copy)]
+struct CatalogueEntry {
+    min_trust: i32,
+    /// `None` for a risk level this version does not know.
+    risk: Option<RiskLevel>,
+}
+
+/// The catalogue entries of the batch's capabilities, by (organization, name): one
+/// query for the minimum trust (step 4) and the risk the trust model weighs (step 7).
+fn catalogue_entries(
     conn: &mut DbConn,
     candidates: &[&Candidate],
-    decided: &[(usize, DecisionReason)],
-) -> Result<HashMap<(String, String), RiskLevel>, ApiError> {
-    if decided.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let orgs: Vec<&str> = decided
-        .iter()
-        .map(|&(i, _)| candidates[i].org_id.as_str())
-        .collect();
-    let names: Vec<&str> = decided
-        .iter()
-        .map(|&(i, _)| candidates[i].capability.as_str())
-        .collect();
+) -> Result<HashMap<(String, String), CatalogueEntry>, ApiError> {
+    let orgs: HashSet<&str> = candidates.iter().map(|c| c.org_id.as_str()).collect();
+    let names: HashSet<&str> = candidates.iter().map(|c| c.capability.as_str()).collect();
     Ok(caps::table
-        .filter(caps::org_id.eq_any(&orgs))
-        .filter(caps::name.eq_any(&names))
-        .select((caps::org_id, caps::name, caps::risk_level))
-        .load::<(String, String, String)>(conn)
+        .filter(caps::org_id.eq_any(orgs))
+        .filter(caps::name.eq_any(names))
+        .select((caps::org_id, caps::name, caps::min_trust, caps::risk_level))
+        .load::<(String, String, i32, String)>(conn)
         .map_err(ApiError::internal)?
         .into_iter()
-        .filter_map(|(o, n, r)| RiskLevel::parse(&r).map(|r| ((o, n), r)))
+        .map(|(o, n, min_trust, risk)| {
+            let risk = RiskLevel::parse(&risk);
+            ((o, n), CatalogueEntry { min_trust, risk })
+        })
         .collect())
 }
 
