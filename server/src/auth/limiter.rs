@@ -304,16 +304,7 @@ impl LoginLimiter {
         let keys = self.keys(account, address);
         let mut state = self.lock();
         self.tick(&mut state, now);
-        let mut wait: Option<Duration> = None;
-        for key in keys.into_iter().flatten() {
-            if let Some(entry) = state.entries.get_mut(&key) {
-                entry.refresh(now, &self.config);
-                if let Some(left) = entry.remaining(now) {
-                    wait = Some(wait.map_or(left, |w| w.max(left)));
-                }
-            }
-        }
-        wait.map_or(Ok(()), Err)
+        self.wait(&mut state, &keys, now, false).map_or(Ok(()), Err)
     }
 
     /// Called before the password is verified, like [`check`](Self::check), and
@@ -329,27 +320,9 @@ impl LoginLimiter {
         now: Instant,
     ) -> Result<Attempt<'_>, Duration> {
         let keys = self.keys(account, address);
-        let limits = [
-            self.config.max_failures_per_account,
-            self.config.max_failures_per_address,
-        ];
         let mut state = self.lock();
         self.tick(&mut state, now);
-        let mut wait: Option<Duration> = None;
-        for (key, max) in keys.iter().zip(limits) {
-            let Some(key) = key else { continue };
-            if let Some(entry) = state.entries.get_mut(key) {
-                entry.refresh(now, &self.config);
-                let left = entry.remaining(now).or_else(|| {
-                    (entry.failures.len() + entry.in_flight as usize >= max as usize)
-                        .then_some(IN_FLIGHT_RETRY)
-                });
-                if let Some(left) = left {
-                    wait = Some(wait.map_or(left, |w| w.max(left)));
-                }
-            }
-        }
-        if let Some(wait) = wait {
+        if let Some(wait) = self.wait(&mut state, &keys, now, true) {
             return Err(wait);
         }
         for key in keys.iter().flatten() {
@@ -363,6 +336,37 @@ impl LoginLimiter {
             keys,
             settled: false,
         })
+    }
+
+    /// How long an attempt on `keys` must wait: the longest lockout among them, or,
+    /// with `in_flight`, [`IN_FLIGHT_RETRY`] when attempts still being judged already
+    /// take up a key's remaining allowance. `None`: it may go ahead.
+    fn wait(
+        &self,
+        state: &mut State,
+        keys: &[Option<Key>; 2],
+        now: Instant,
+        in_flight: bool,
+    ) -> Option<Duration> {
+        let limits = [
+            self.config.max_failures_per_account,
+            self.config.max_failures_per_address,
+        ];
+        let mut wait: Option<Duration> = None;
+        for (key, max) in keys.iter().zip(limits) {
+            let Some(entry) = key.as_ref().and_then(|k| state.entries.get_mut(k)) else {
+                continue;
+            };
+            entry.refresh(now, &self.config);
+            let left = entry.remaining(now).or_else(|| {
+                (in_flight && entry.failures.len() + entry.in_flight as usize >= max as usize)
+                    .then_some(IN_FLIGHT_RETRY)
+            });
+            if let Some(left) = left {
+                wait = Some(wait.map_or(left, |w| w.max(left)));
+            }
+        }
+        wait
     }
 
     /// Gives back the reservation of an attempt.
