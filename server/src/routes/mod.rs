@@ -18,7 +18,12 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 /// Registers every documented route.
 pub fn configure(cfg: &mut ServiceConfig) {
-    cfg.service(health::health)
+    // The router tries routes in this order and matches every templated one
+    // (`/agents/{id}`) with a regular expression: the hot path comes first, so a
+    // signed action is routed by one string comparison instead of ~30 regex runs
+    // (5 % of the server's CPU under load, BENCHMARKS.md).
+    cfg.service(actions::verify_action)
+        .service(health::health)
         .service(health::live)
         .service(health::ready)
         .service(docs::metrics)
@@ -56,7 +61,6 @@ pub fn configure(cfg: &mut ServiceConfig) {
         .service(agents::rotate_agent_key)
         .service(agents::create_agent_challenge)
         .service(agents::verify_agent_challenge)
-        .service(actions::verify_action)
         .service(jwks::get_jwks)
         .service(capabilities::list_capabilities)
         .service(capabilities::create_capability)
