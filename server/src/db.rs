@@ -8,6 +8,8 @@
 //! file and survives a process crash. Migrations for each backend are embedded in
 //! the binary.
 
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
@@ -19,9 +21,18 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use secrecy::ExposeSecret;
 
 use crate::config::{DatabaseConfig, DatabaseUrl, SqliteSync};
+use crate::metrics::Metrics;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// How often the [`Checkpointer`] copies committed WAL pages into the database file.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// WAL pages past which the [`Checkpointer`] makes the next writer start the WAL over
+/// (`RESTART`), holding writers off for the moment that takes (64 MiB of 4 KiB pages).
+pub const WAL_RESTART_PAGES: i64 = 16_384;
+/// What a restarted WAL file is cut back to, in bytes.
+const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
 
 /// The PostgreSQL advisory lock key held while migrating ("agentid" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0061_6765_6e74_6964;
@@ -81,6 +92,19 @@ pub struct Manager {
     url: DatabaseUrl,
     busy_timeout: Duration,
     synchronous: SqliteSync,
+    /// SQLite: a [`Checkpointer`] thread checkpoints the WAL, so commits never do.
+    background_checkpoints: bool,
+}
+
+impl Manager {
+    fn new(config: &DatabaseConfig, background_checkpoints: bool) -> Manager {
+        Manager {
+            url: config.url.clone(),
+            busy_timeout: config.sqlite_busy_timeout,
+            synchronous: config.sqlite_synchronous,
+            background_checkpoints,
+        }
+    }
 }
 
 impl ManageConnection for Manager {
@@ -100,11 +124,17 @@ impl ManageConnection for Manager {
                     SqliteSync::Full => "FULL",
                     SqliteSync::Normal => "NORMAL",
                 };
+                // With background checkpoints, no commit checkpoints (SQLite's default
+                // is the committing connection, past 1,000 WAL pages); the WAL file
+                // is cut back to 64 MiB whenever it restarts.
+                let autocheckpoint = if self.background_checkpoints { 0 } else { 1000 };
                 conn.batch_execute(&format!(
                     "PRAGMA busy_timeout = {};
                      PRAGMA journal_mode = WAL;
                      PRAGMA synchronous = {synchronous};
-                     PRAGMA foreign_keys = ON;",
+                     PRAGMA foreign_keys = ON;
+                     PRAGMA wal_autocheckpoint = {autocheckpoint};
+                     PRAGMA journal_size_limit = {WAL_SIZE_LIMIT};",
                     self.busy_timeout.as_millis()
                 ))
                 .map_err(r2d2::Error::QueryError)?;
@@ -128,12 +158,57 @@ impl ManageConnection for Manager {
 pub struct Database {
     pool: r2d2::Pool<Manager>,
     backend: Backend,
+    /// Held by the decision writer for each batch and by the [`Checkpointer`] to start
+    /// the WAL over, so the two take turns instead of racing for SQLite's write lock.
+    write_gate: Arc<parking_lot::Mutex<()>>,
 }
 
 impl Database {
     /// Creates the pool. For SQLite the data directory is created if needed. Does
-    /// not wait for the database to answer: readiness reports that.
+    /// not wait for the database to answer: readiness reports that. Commits
+    /// checkpoint the SQLite WAL as they go (SQLite's default), right for commands
+    /// that run and exit; the server uses [`Database::connect_serving`].
     pub fn connect(config: &DatabaseConfig) -> Result<Database, DbError> {
+        Database::open(config, false)
+    }
+
+    /// Like [`Database::connect`], for a server: on SQLite, WAL checkpoints run on a
+    /// [`Checkpointer`] thread of their own instead of inside whichever commit crossed
+    /// the threshold, which was the decision writer's almost every time (docs/hot-path.md,
+    /// "Checkpoints"). Keep the checkpointer as long as the database is used.
+    pub fn connect_serving(
+        config: &DatabaseConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Database, Option<Checkpointer>), DbError> {
+        Database::connect_serving_with(config, metrics, CHECKPOINT_EVERY, WAL_RESTART_PAGES)
+    }
+
+    fn connect_serving_with(
+        config: &DatabaseConfig,
+        metrics: Arc<Metrics>,
+        every: Duration,
+        restart_pages: i64,
+    ) -> Result<(Database, Option<Checkpointer>), DbError> {
+        let db = Database::open(config, true)?;
+        let checkpointer = match db.backend {
+            Backend::Sqlite => Some(
+                Checkpointer::start(
+                    &Manager::new(config, true),
+                    Rounds {
+                        gate: db.write_gate.clone(),
+                        metrics,
+                        restart_pages,
+                    },
+                    every,
+                )
+                .map_err(|e| DbError::Task(format!("cannot start the checkpointer: {e}")))?,
+            ),
+            Backend::Postgres => None,
+        };
+        Ok((db, checkpointer))
+    }
+
+    fn open(config: &DatabaseConfig, background_checkpoints: bool) -> Result<Database, DbError> {
         let backend = match &config.url {
             DatabaseUrl::Sqlite(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -145,22 +220,32 @@ impl Database {
             }
             DatabaseUrl::Postgres(_) => Backend::Postgres,
         };
-        let manager = Manager {
-            url: config.url.clone(),
-            busy_timeout: config.sqlite_busy_timeout,
-            synchronous: config.sqlite_synchronous,
-        };
+        let manager = Manager::new(config, background_checkpoints);
         let pool = r2d2::Pool::builder()
             .max_size(config.pool_size)
             .min_idle(Some(0))
             .connection_timeout(config.pool_timeout)
             .test_on_check_out(false)
             .build_unchecked(manager);
-        Ok(Database { pool, backend })
+        Ok(Database {
+            pool,
+            backend,
+            write_gate: Arc::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Taken by the busiest writer (the decision writer) around each transaction: the
+    /// [`Checkpointer`] takes it to start the SQLite WAL over. SQLite's own write lock
+    /// is polled by waiters, so a writer that commits and begins again at once would
+    /// starve the checkpoint; this turn is handed over fairly when it is released (a
+    /// waiting checkpointer gets it before the writer's next batch). Uncontended it
+    /// costs nanoseconds, and on PostgreSQL nothing else takes it.
+    pub fn write_gate(&self) -> WriteTurn<'_> {
+        WriteTurn(Some(self.write_gate.lock()))
     }
 
     /// Connections open and idle, for the pool gauges.
@@ -318,6 +403,191 @@ where
     }
 }
 
+/// The writer's turn ([`Database::write_gate`]); released fairly on drop.
+#[derive(Debug)]
+pub struct WriteTurn<'a>(Option<parking_lot::MutexGuard<'a, ()>>);
+
+impl Drop for WriteTurn<'_> {
+    fn drop(&mut self) {
+        if let Some(guard) = self.0.take() {
+            parking_lot::MutexGuard::unlock_fair(guard);
+        }
+    }
+}
+
+/// Checkpoints a SQLite database's WAL on a thread of its own.
+///
+/// In WAL mode a commit appends pages to the WAL and (with `synchronous = FULL`)
+/// fsyncs it; a checkpoint later copies those pages into the database file and
+/// fsyncs that. SQLite's default runs the checkpoint inside the commit that crosses
+/// 1,000 WAL pages, and on a busy server that commit is nearly always the decision
+/// writer's: the single thread every signed action waits for then also writes and
+/// fsyncs the database file (a quarter of its time under load, measured in
+/// BENCHMARKS.md). Here no commit checkpoints; this thread runs a `PASSIVE`
+/// checkpoint every [`CHECKPOINT_EVERY`], which copies what is committed without
+/// taking any lock a writer or reader waits for.
+///
+/// A passive checkpoint that the writer overtook leaves the pages it copied
+/// unflushed; this thread then fsyncs the database file itself, so they never pile up
+/// for a flush the writer would wait for.
+///
+/// Passive checkpoints alone never let the WAL start over under steady load (it
+/// restarts only when a writer begins while every page is already copied, and a busy
+/// writer keeps adding pages), so once the WAL holds more than [`WAL_RESTART_PAGES`]
+/// the thread runs one more passive round (copying what the writer added during the
+/// first), then takes the [`Database::write_gate`] (handed over fairly after the
+/// decision writer's current batch) and runs a `RESTART` checkpoint: it copies the
+/// few pages left while the writer waits, and the next batch starts the WAL from its
+/// beginning (docs/hot-path.md, "Checkpoints").
+///
+/// Durability does not depend on checkpoints: a commit has returned only once its
+/// pages are in the WAL (and, with FULL, on disk), and SQLite replays the WAL at the
+/// next open after a crash.
+///
+/// Dropping the handle stops the thread (after the checkpoint it may be running).
+#[derive(Debug)]
+pub struct Checkpointer {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// `PRAGMA wal_checkpoint`'s answer.
+#[derive(Debug, diesel::QueryableByName)]
+struct CheckpointRow {
+    /// 1 when the checkpoint could not finish (`RESTART`: a reader or writer stayed).
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    busy: i32,
+    /// Pages in the WAL.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    log: i32,
+    /// Pages of the WAL copied into the database file.
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    checkpointed: i32,
+}
+
+impl Checkpointer {
+    fn start(manager: &Manager, rounds: Rounds, every: Duration) -> std::io::Result<Checkpointer> {
+        let conn = manager
+            .connect()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        // Any descriptor of the file flushes it; a read-only one is enough.
+        let db_file = match &manager.url {
+            DatabaseUrl::Sqlite(path) => Some(std::fs::File::open(path)?),
+            DatabaseUrl::Postgres(_) => None,
+        };
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("wal-checkpointer".into())
+            .spawn(move || checkpoint_loop(conn, db_file, &rounds, every, &stopped))?;
+        Ok(Checkpointer {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What a checkpoint round needs besides its connection.
+#[derive(Debug)]
+struct Rounds {
+    gate: Arc<parking_lot::Mutex<()>>,
+    metrics: Arc<Metrics>,
+    /// WAL pages past which a round ends with a `RESTART`.
+    restart_pages: i64,
+}
+
+fn checkpoint_loop(
+    mut conn: DbConn,
+    db_file: Option<std::fs::File>,
+    rounds: &Rounds,
+    every: Duration,
+    stopped: &mpsc::Receiver<()>,
+) {
+    let mut failing = false;
+    // A message or a dropped handle stops the thread; a timeout is the next round.
+    while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
+        match rounds.run(&mut conn, db_file.as_ref()) {
+            Ok(()) => failing = false,
+            Err(error) => {
+                // Once per failing stretch: a full disk would otherwise log every tick.
+                if !failing {
+                    tracing::warn!(error = %error, "WAL checkpoint failed; retrying");
+                }
+                failing = true;
+            }
+        }
+    }
+}
+
+type RoundError = Box<dyn std::error::Error>;
+
+impl Rounds {
+    /// One round: a passive checkpoint and a flush of the database file; when the WAL
+    /// has grown past `restart_pages`, a second of each and then, holding the
+    /// writer's turn, a `RESTART` that finds almost nothing left to copy or flush.
+    fn run(&self, conn: &mut DbConn, db_file: Option<&std::fs::File>) -> Result<(), RoundError> {
+        let row = self.passive(conn, db_file)?;
+        if i64::from(row.log) <= self.restart_pages {
+            return Ok(());
+        }
+        self.passive(conn, db_file)?;
+        let _turn = self.gate.lock();
+        let started = std::time::Instant::now();
+        let row = checkpoint(conn, "RESTART")?;
+        self.metrics.observe_checkpoint(
+            "restart",
+            started.elapsed().as_secs_f64(),
+            i64::from(row.log),
+            i64::from(row.checkpointed),
+        );
+        if row.busy != 0 {
+            tracing::warn!(
+                wal.pages = row.log,
+                "the WAL could not be started over (a long transaction holds it); retrying"
+            );
+        }
+        Ok(())
+    }
+
+    fn passive(
+        &self,
+        conn: &mut DbConn,
+        db_file: Option<&std::fs::File>,
+    ) -> Result<CheckpointRow, RoundError> {
+        let started = std::time::Instant::now();
+        let row = checkpoint(conn, "PASSIVE")?;
+        // A passive checkpoint the writer overtook (nearly every one under load)
+        // copies pages into the database file but leaves them unflushed. Flushing
+        // them here keeps them from piling up for the restart, which would otherwise
+        // flush a second's worth of scattered pages while the writer waits.
+        if row.checkpointed > 0 {
+            if let Some(file) = db_file {
+                file.sync_data()?;
+            }
+        }
+        self.metrics.observe_checkpoint(
+            "passive",
+            started.elapsed().as_secs_f64(),
+            i64::from(row.log),
+            i64::from(row.checkpointed),
+        );
+        Ok(row)
+    }
+}
+
+fn checkpoint(conn: &mut DbConn, mode: &str) -> Result<CheckpointRow, RoundError> {
+    use diesel::RunQueryDsl;
+    Ok(diesel::sql_query(format!("PRAGMA wal_checkpoint({mode})")).get_result(conn)?)
+}
+
 /// Copies the SQLite database at `source` to `to` while other connections keep
 /// writing: `VACUUM INTO` reads one consistent snapshot (a read transaction, which
 /// in WAL mode blocks no writer) into a temporary file beside `to`; the copy is
@@ -384,5 +654,102 @@ fn caller_name<F>() -> &'static str {
     match name.find("::{{closure}}") {
         Some(end) => &name[..end],
         None => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use diesel::RunQueryDsl;
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+
+    fn sqlite_config(dir: &std::path::Path) -> DatabaseConfig {
+        let vars = [
+            ("AGENTID_DATA_DIR", dir.to_string_lossy().into_owned()),
+            ("AGENTID_SECRET_KEY", "k".repeat(40)),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+        Config::from_vars(vars).unwrap().database
+    }
+
+    /// The server's SQLite commits never checkpoint (`wal_autocheckpoint = 0`), so
+    /// without the checkpointer thread the WAL would hold every page written and the
+    /// database file none. With it, under a writer that commits back to back (as the
+    /// decision writer does), the WAL stays near its restart size and, shortly after
+    /// the writes stop, the database file alone holds every committed row.
+    #[test]
+    fn the_checkpointer_bounds_the_wal_and_fills_the_database_file() {
+        let dir = std::env::temp_dir().join(format!("agentid-ckpt-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = sqlite_config(&dir);
+        let DatabaseUrl::Sqlite(path) = config.url.clone() else {
+            panic!("a SQLite configuration")
+        };
+        // Restart past 256 pages (1 MiB) and write 40 MiB: 40 times that.
+        let restart_pages = 256;
+        let (db, checkpointer) = Database::connect_serving_with(
+            &config,
+            Metrics::new(),
+            Duration::from_millis(10),
+            restart_pages,
+        )
+        .unwrap();
+        assert!(checkpointer.is_some());
+        let mut conn = db.get().unwrap();
+        conn.batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB NOT NULL)")
+            .unwrap();
+        let wal = path.with_extension("db-wal");
+        let (commits, rows_per_commit) = (160, 64);
+        let mut largest_wal = 0;
+        for _ in 0..commits {
+            let _turn = db.write_gate();
+            write_transaction(&mut conn, |conn| {
+                conn.batch_execute(&format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows_per_commit})
+                     INSERT INTO t (b) SELECT randomblob(4000) FROM n"
+                ))
+            })
+            .unwrap();
+            largest_wal = largest_wal.max(std::fs::metadata(&wal).unwrap().len());
+            drop(_turn);
+            // The decision writer lets go between batches too; give the checkpointer
+            // a chance at its turn as a busy server would.
+            std::thread::yield_now();
+        }
+        let written = commits * rows_per_commit * 4096;
+        assert!(
+            largest_wal < written / 3,
+            "the WAL grew to {largest_wal} bytes of {written} written"
+        );
+
+        // Within a few rounds the database file alone holds every row: a copy of it
+        // without the WAL sees them all.
+        let expected = (commits * rows_per_commit) as i64;
+        let copy = dir.join("copy.db");
+        let mut seen = -1;
+        for _ in 0..200 {
+            std::thread::sleep(Duration::from_millis(25));
+            std::fs::copy(&path, &copy).unwrap();
+            let _ = std::fs::remove_file(dir.join("copy.db-wal"));
+            let mut check = SqliteConnection::establish(&copy.to_string_lossy()).unwrap();
+            seen = diesel::sql_query("SELECT count(*) AS n FROM t")
+                .get_result::<Count>(&mut check)
+                .map(|c| c.n)
+                .unwrap_or(-1);
+            if seen == expected {
+                break;
+            }
+        }
+        assert_eq!(seen, expected, "rows in the database file alone");
+        drop(conn);
+        drop(checkpointer);
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

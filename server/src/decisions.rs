@@ -293,6 +293,7 @@ fn decide_batch(
     // without the thread no decision could be made until a restart.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let mut conn = db.get()?;
+        let _turn = db.write_gate();
         write_transaction(&mut conn, |conn| decide_in(conn, candidates, now))
     }))
     .unwrap_or_else(|_| Err(ApiError::internal("the decision batch panicked")))

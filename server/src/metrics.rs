@@ -36,6 +36,14 @@ pub struct Metrics {
     rate_limited: Family<ClassLabels, Counter>,
     rate_limit_backend_errors: Counter,
     rate_limit_degraded: Gauge,
+    checkpoints: Family<ModeLabels, Histogram>,
+    wal_pages: Gauge,
+    wal_pages_behind: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModeLabels {
+    pub mode: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -92,6 +100,26 @@ impl Metrics {
             "1 while the shared (Redis) rate-limit counters are unavailable and this process counts alone",
             rate_limit_degraded.clone(),
         );
+        let checkpoints = Family::<ModeLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+        });
+        let wal_pages = Gauge::default();
+        let wal_pages_behind = Gauge::default();
+        registry.register(
+            "sqlite_checkpoint_seconds",
+            "Time SQLite WAL checkpoints took on the checkpointer thread, by mode (passive; restart, which holds the decision writer off)",
+            checkpoints.clone(),
+        );
+        registry.register(
+            "sqlite_wal_pages",
+            "Pages in the SQLite WAL at the last checkpoint",
+            wal_pages.clone(),
+        );
+        registry.register(
+            "sqlite_wal_pages_behind",
+            "SQLite WAL pages not yet copied into the database file at the last checkpoint",
+            wal_pages_behind.clone(),
+        );
         registry.register("http_requests", "HTTP requests answered", requests.clone());
         registry.register(
             "http_request_duration_seconds",
@@ -125,7 +153,25 @@ impl Metrics {
             rate_limited,
             rate_limit_backend_errors,
             rate_limit_degraded,
+            checkpoints,
+            wal_pages,
+            wal_pages_behind,
         })
+    }
+
+    /// Records one checkpoint of the SQLite WAL (`db::Checkpointer`).
+    pub fn observe_checkpoint(
+        &self,
+        mode: &'static str,
+        seconds: f64,
+        wal_pages: i64,
+        checkpointed: i64,
+    ) {
+        self.checkpoints
+            .get_or_create(&ModeLabels { mode })
+            .observe(seconds);
+        self.wal_pages.set(wal_pages.max(0));
+        self.wal_pages_behind.set((wal_pages - checkpointed).max(0));
     }
 
     /// Records one answered request.

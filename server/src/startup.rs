@@ -17,7 +17,7 @@ use utoipa_actix_web::AppExt;
 use crate::auth::limiter::{LimiterConfig, LoginLimiter};
 use crate::auth::tokens::AccessTokens;
 use crate::config::{Config, SecretSource};
-use crate::db::{Database, DbError};
+use crate::db::{Checkpointer, Database, DbError};
 use crate::decisions::{DecisionWriter, KeyCache, WriterSettings};
 use crate::http::middleware::{envelope, HttpSettings};
 use crate::http::{self, RouteTable};
@@ -44,6 +44,8 @@ pub struct AppState {
     pub key_cache: KeyCache,
     /// Request rate limits (in-process, or shared through Redis).
     pub rate_limiter: RateLimiter,
+    /// SQLite: the WAL checkpointer thread, stopped when the state is dropped.
+    _checkpointer: Option<Checkpointer>,
 }
 
 /// Why the server could not start.
@@ -82,7 +84,8 @@ impl std::fmt::Debug for Application {
 impl Application {
     /// Opens storage, applies migrations and binds the listener.
     pub fn build(config: Config) -> Result<Application, StartError> {
-        let db = Database::connect(&config.database)?;
+        let metrics = Metrics::new();
+        let (db, checkpointer) = Database::connect_serving(&config.database, metrics.clone())?;
         let applied = db.migrate()?;
         tracing::info!(
             db.backend = db.backend().as_str(),
@@ -117,7 +120,6 @@ impl Application {
 
         let api = openapi::document();
         let route_table = web::Data::new(RouteTable::from_openapi(&api));
-        let metrics = Metrics::new();
         let settings = web::Data::new(HttpSettings {
             body_limit: config.body_limit,
             request_timeout: config.request_timeout,
@@ -155,6 +157,7 @@ impl Application {
             signing,
             decisions,
             key_cache: KeyCache::default(),
+            _checkpointer: checkpointer,
             rate_limiter,
             db,
             metrics,
