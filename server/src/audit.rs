@@ -689,78 +689,14 @@ pub fn verify(conn: &mut DbConn, org_id: &str) -> QueryResult<ChainReport> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::path::PathBuf;
-
     use diesel::connection::SimpleConnection;
-    use diesel::Connection;
     use serde_json::json;
 
     use super::*;
-    use crate::config::Config;
-    use crate::db::{Backend, Database};
-
-    fn postgres_admin_url() -> String {
-        std::env::var("AGENTID_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-    }
-
-    /// A migrated database of its own, removed on drop.
-    struct TestDb {
-        db: Database,
-        dir: PathBuf,
-        pg_name: Option<String>,
-    }
+    use crate::db::testing::TestDb;
+    use crate::db::Backend;
 
     impl TestDb {
-        fn new(backend: Backend) -> TestDb {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let dir = std::env::temp_dir().join(format!("agentid-audit-{id}"));
-            std::fs::create_dir_all(&dir).unwrap();
-            let (url, pg_name) = match backend {
-                Backend::Sqlite => (dir.join("agentid.db").to_string_lossy().into_owned(), None),
-                Backend::Postgres => {
-                    let name = format!("agentid_audit_{id}");
-                    let admin = postgres_admin_url();
-                    let mut conn = diesel::PgConnection::establish(&admin)
-                        .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin}: {e}"));
-                    conn.batch_execute(&format!("CREATE DATABASE {name}"))
-                        .unwrap();
-                    let (base, _) = admin.rsplit_once('/').unwrap();
-                    (format!("{base}/{name}"), Some(name))
-                }
-            };
-            let vars = [
-                ("DATABASE_URL", url.as_str()),
-                ("AGENTID_DATA_DIR", &dir.to_string_lossy()),
-                ("AGENTID_SECRET_KEY", &"k".repeat(40)),
-                ("AGENTID_DB_POOL_SIZE", "12"),
-                ("AGENTID_SQLITE_BUSY_TIMEOUT_MS", "30000"),
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()));
-            let config = Config::from_vars(vars).unwrap();
-            let db = Database::connect(&config.database).unwrap();
-            db.migrate().unwrap();
-            TestDb { db, dir, pg_name }
-        }
-
-        fn conn(&self) -> diesel::r2d2::PooledConnection<crate::db::Manager> {
-            self.db.get().unwrap()
-        }
-
-        /// Inserts an organization and starts its chain.
-        fn org(&self) -> String {
-            let id = uuid::Uuid::new_v4().to_string();
-            let mut conn = self.conn();
-            crate::db::write_transaction(&mut conn, |conn| {
-                conn.batch_execute(&format!(
-                    "INSERT INTO organizations (id, name, created_at) VALUES ('{id}', 'org {id}', 0)"
-                ))?;
-                init_chain(conn, &id)
-            })
-            .unwrap();
-            id
-        }
-
         /// Runs SQL as someone with direct database access would, around the triggers.
         fn tamper(&self, sql: &str) {
             let mut conn = self.conn();
@@ -778,18 +714,6 @@ mod tests {
             };
             conn.batch_execute(disable).unwrap();
             conn.batch_execute(sql).unwrap();
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            if let Some(name) = &self.pg_name {
-                if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url()) {
-                    let _ =
-                        conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-                }
-            }
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
 

@@ -1249,75 +1249,11 @@ mod tests {
     }
 
     mod storage {
-        use std::path::PathBuf;
-
-        use diesel::connection::SimpleConnection;
-        use diesel::Connection;
 
         use super::super::*;
         use crate::audit::ActorType;
-        use crate::config::Config;
-        use crate::db::{write_transaction, Backend, Database};
-
-        fn postgres_admin_url() -> String {
-            std::env::var("AGENTID_TEST_DATABASE_URL")
-                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
-        }
-
-        /// A migrated database of its own, removed on drop.
-        struct TestDb {
-            db: Database,
-            dir: PathBuf,
-            pg_name: Option<String>,
-        }
-
-        impl TestDb {
-            fn new(backend: Backend) -> TestDb {
-                let id = uuid::Uuid::new_v4().simple().to_string();
-                let dir = std::env::temp_dir().join(format!("agentid-caps-{id}"));
-                std::fs::create_dir_all(&dir).unwrap();
-                let (url, pg_name) = match backend {
-                    Backend::Sqlite => {
-                        (dir.join("agentid.db").to_string_lossy().into_owned(), None)
-                    }
-                    Backend::Postgres => {
-                        let name = format!("agentid_u_{id}");
-                        let admin = postgres_admin_url();
-                        let mut conn =
-                            diesel::PgConnection::establish(&admin).unwrap_or_else(|e| {
-                                panic!("PostgreSQL must be reachable at {admin}: {e}")
-                            });
-                        conn.batch_execute(&format!("CREATE DATABASE {name}"))
-                            .unwrap();
-                        let (base, _) = admin.rsplit_once('/').unwrap();
-                        (format!("{base}/{name}"), Some(name))
-                    }
-                };
-                let vars = [
-                    ("DATABASE_URL", url.as_str()),
-                    ("AGENTID_DATA_DIR", &dir.to_string_lossy()),
-                    ("AGENTID_SECRET_KEY", &"k".repeat(40)),
-                    ("AGENTID_DB_POOL_SIZE", "2"),
-                ]
-                .map(|(k, v)| (k.to_owned(), v.to_owned()));
-                let config = Config::from_vars(vars).unwrap();
-                let db = Database::connect(&config.database).unwrap();
-                db.migrate().unwrap();
-                TestDb { db, dir, pg_name }
-            }
-        }
-
-        impl Drop for TestDb {
-            fn drop(&mut self) {
-                if let Some(name) = &self.pg_name {
-                    if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url()) {
-                        let _ = conn
-                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
-                    }
-                }
-                let _ = std::fs::remove_dir_all(&self.dir);
-            }
-        }
+        use crate::db::testing::TestDb;
+        use crate::db::{write_transaction, Backend};
 
         const NOW: i64 = 1_800_000_000_000;
 

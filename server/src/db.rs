@@ -657,6 +657,92 @@ fn caller_name<F>() -> &'static str {
     }
 }
 
+/// A migrated database of a test's own (SQLite in a temporary directory, or a fresh
+/// database on the local PostgreSQL), removed on drop.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::path::PathBuf;
+
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    use super::{Backend, Database, Manager};
+    use crate::config::Config;
+
+    fn postgres_admin_url() -> String {
+        std::env::var("AGENTID_TEST_DATABASE_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    #[derive(Debug)]
+    pub(crate) struct TestDb {
+        pub(crate) db: Database,
+        dir: PathBuf,
+        pg_name: Option<String>,
+    }
+
+    impl TestDb {
+        pub(crate) fn new(backend: Backend) -> TestDb {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let dir = std::env::temp_dir().join(format!("agentid-unit-{id}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (url, pg_name) = match backend {
+                Backend::Sqlite => (dir.join("agentid.db").to_string_lossy().into_owned(), None),
+                Backend::Postgres => {
+                    let name = format!("agentid_u_{id}");
+                    let admin = postgres_admin_url();
+                    let mut conn = diesel::PgConnection::establish(&admin)
+                        .unwrap_or_else(|e| panic!("PostgreSQL must be reachable at {admin}: {e}"));
+                    conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                        .unwrap();
+                    let (base, _) = admin.rsplit_once('/').unwrap();
+                    (format!("{base}/{name}"), Some(name))
+                }
+            };
+            let vars = [
+                ("DATABASE_URL", url.as_str()),
+                ("AGENTID_DATA_DIR", &dir.to_string_lossy()),
+                ("AGENTID_SECRET_KEY", &"k".repeat(40)),
+                ("AGENTID_SQLITE_BUSY_TIMEOUT_MS", "30000"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()));
+            let config = Config::from_vars(vars).unwrap();
+            let db = Database::connect(&config.database).unwrap();
+            db.migrate().unwrap();
+            TestDb { db, dir, pg_name }
+        }
+
+        pub(crate) fn conn(&self) -> diesel::r2d2::PooledConnection<Manager> {
+            self.db.get().unwrap()
+        }
+
+        /// Inserts an organization and starts its audit chain; returns its id.
+        pub(crate) fn org(&self) -> String {
+            let id = uuid::Uuid::new_v4().to_string();
+            super::write_transaction(&mut self.conn(), |conn| {
+                conn.batch_execute(&format!(
+                    "INSERT INTO organizations (id, name, created_at) VALUES ('{id}', 'org {id}', 0)"
+                ))?;
+                crate::audit::init_chain(conn, &id)
+            })
+            .unwrap();
+            id
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            if let Some(name) = &self.pg_name {
+                if let Ok(mut conn) = diesel::PgConnection::establish(&postgres_admin_url()) {
+                    let _ =
+                        conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
