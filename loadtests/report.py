@@ -219,9 +219,7 @@ def main():
               f"{ms(metric(data, r429, 'p(95)'))} | {ms(metric(data, r429, 'p(99)'))} | "
               f"{ms(metric(data, r429, 'max'))} | | | | | |")
     closed = []
-    for path in sorted(glob.glob(os.path.join(R, "*.wrk.json")),
-                       key=lambda q: (os.path.basename(q).split("-")[0] != "sqlite", "pinned" in q,
-                                      int(text(q[:-9] + ".connections", "0") or 0))):
+    for path in glob.glob(os.path.join(R, "*.wrk.json")):
         label = os.path.basename(path)[:-9]
         w = load(path)
         if not w:
@@ -235,6 +233,7 @@ def main():
         closed.append(dict(backend=backend, pinned=pinned, conns=conns, rate=w["rate"], p50=w["p50_ms"],
                            p95=w["p95_ms"], p99=w["p99_ms"], max=w["max_ms"], errors=errors, us=us,
                            gen=gen, load=load_avg(R, label)))
+    closed.sort(key=lambda r: (r["backend"] != "sqlite", r["pinned"], r["conns"]))
     if closed:
         p("")
         p("Closed loop from wrk (`loadtests/wrk/actions.lua`): each connection sends its next "

@@ -190,10 +190,11 @@ impl Database {
         restart_pages: i64,
     ) -> Result<(Database, Option<Checkpointer>), DbError> {
         let db = Database::open(config, true)?;
-        let checkpointer = match db.backend {
-            Backend::Sqlite => Some(
+        let checkpointer = match &config.url {
+            DatabaseUrl::Sqlite(path) => Some(
                 Checkpointer::start(
                     &Manager::new(config, true),
+                    path,
                     Rounds {
                         gate: db.write_gate.clone(),
                         metrics,
@@ -203,7 +204,7 @@ impl Database {
                 )
                 .map_err(|e| DbError::Task(format!("cannot start the checkpointer: {e}")))?,
             ),
-            Backend::Postgres => None,
+            DatabaseUrl::Postgres(_) => None,
         };
         Ok((db, checkpointer))
     }
@@ -466,15 +467,18 @@ struct CheckpointRow {
 }
 
 impl Checkpointer {
-    fn start(manager: &Manager, rounds: Rounds, every: Duration) -> std::io::Result<Checkpointer> {
+    /// Starts the thread for the SQLite database at `path`, opened through `manager`.
+    fn start(
+        manager: &Manager,
+        path: &std::path::Path,
+        rounds: Rounds,
+        every: Duration,
+    ) -> std::io::Result<Checkpointer> {
         let conn = manager
             .connect()
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         // Any descriptor of the file flushes it; a read-only one is enough.
-        let db_file = match &manager.url {
-            DatabaseUrl::Sqlite(path) => Some(std::fs::File::open(path)?),
-            DatabaseUrl::Postgres(_) => None,
-        };
+        let db_file = std::fs::File::open(path)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("wal-checkpointer".into())
@@ -506,7 +510,7 @@ struct Rounds {
 
 fn checkpoint_loop(
     mut conn: DbConn,
-    db_file: Option<std::fs::File>,
+    db_file: std::fs::File,
     rounds: &Rounds,
     every: Duration,
     stopped: &mpsc::Receiver<()>,
@@ -514,7 +518,7 @@ fn checkpoint_loop(
     let mut failing = false;
     // A message or a dropped handle stops the thread; a timeout is the next round.
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(every) {
-        match rounds.run(&mut conn, db_file.as_ref()) {
+        match rounds.run(&mut conn, &db_file) {
             Ok(()) => failing = false,
             Err(error) => {
                 // Once per failing stretch: a full disk would otherwise log every tick.
@@ -533,7 +537,7 @@ impl Rounds {
     /// One round: a passive checkpoint and a flush of the database file; when the WAL
     /// has grown past `restart_pages`, a second of each and then, holding the
     /// writer's turn, a `RESTART` that finds almost nothing left to copy or flush.
-    fn run(&self, conn: &mut DbConn, db_file: Option<&std::fs::File>) -> Result<(), RoundError> {
+    fn run(&self, conn: &mut DbConn, db_file: &std::fs::File) -> Result<(), RoundError> {
         let row = self.passive(conn, db_file)?;
         if i64::from(row.log) <= self.restart_pages {
             return Ok(());
@@ -560,7 +564,7 @@ impl Rounds {
     fn passive(
         &self,
         conn: &mut DbConn,
-        db_file: Option<&std::fs::File>,
+        db_file: &std::fs::File,
     ) -> Result<CheckpointRow, RoundError> {
         let started = std::time::Instant::now();
         let row = checkpoint(conn, "PASSIVE")?;
@@ -569,9 +573,7 @@ impl Rounds {
         // them here keeps them from piling up for the restart, which would otherwise
         // flush a second's worth of scattered pages while the writer waits.
         if row.checkpointed > 0 {
-            if let Some(file) = db_file {
-                file.sync_data()?;
-            }
+            db_file.sync_data()?;
         }
         self.metrics.observe_checkpoint(
             "passive",

@@ -258,22 +258,22 @@ fn prune_nonces(
     let mut conn = db.get()?;
     let _turn = db.write_gate();
     // A row-value IN over a limited subquery: both backends, and the subquery walks
-    // the issued-at index from its oldest end.
+    // the issued-at index from its oldest end. Only the placeholders differ.
+    let sql = |horizon: &str, limit: &str| {
+        format!(
+            "DELETE FROM action_nonces WHERE (agent_id, nonce) IN (SELECT agent_id, nonce \
+             FROM action_nonces WHERE issued_at < {horizon} ORDER BY issued_at LIMIT {limit})"
+        )
+    };
     let deleted = match &mut *conn {
-        DbConn::Sqlite(c) => diesel::sql_query(
-            "DELETE FROM action_nonces WHERE (agent_id, nonce) IN \
-             (SELECT agent_id, nonce FROM action_nonces WHERE issued_at < ? ORDER BY issued_at LIMIT ?)",
-        )
-        .bind::<BigInt, _>(horizon)
-        .bind::<BigInt, _>(limit)
-        .execute(c),
-        DbConn::Postgres(c) => diesel::sql_query(
-            "DELETE FROM action_nonces WHERE (agent_id, nonce) IN \
-             (SELECT agent_id, nonce FROM action_nonces WHERE issued_at < $1 ORDER BY issued_at LIMIT $2)",
-        )
-        .bind::<BigInt, _>(horizon)
-        .bind::<BigInt, _>(limit)
-        .execute(c),
+        DbConn::Sqlite(c) => diesel::sql_query(sql("?", "?"))
+            .bind::<BigInt, _>(horizon)
+            .bind::<BigInt, _>(limit)
+            .execute(c),
+        DbConn::Postgres(c) => diesel::sql_query(sql("$1", "$2"))
+            .bind::<BigInt, _>(horizon)
+            .bind::<BigInt, _>(limit)
+            .execute(c),
     };
     deleted.map_err(ApiError::internal)
 }
