@@ -461,6 +461,17 @@ pub enum RefreshOutcome {
     Invalid,
 }
 
+/// The organization of the refresh token with hash `token_hash`, whatever its state
+/// (a spent token presented again is reuse, recorded in that organization's chain).
+pub fn refresh_token_org(conn: &mut DbConn, token_hash: &str) -> Result<Option<String>, ApiError> {
+    refresh_tokens::table
+        .filter(refresh_tokens::token_hash.eq(token_hash))
+        .select(refresh_tokens::org_id)
+        .first(conn)
+        .optional()
+        .map_err(internal)
+}
+
 /// Spends a refresh token. Exactly one of several concurrent presentations of the
 /// same token can rotate it; the others count as reuse.
 pub fn spend_refresh_token(

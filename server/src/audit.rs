@@ -285,6 +285,32 @@ pub fn init_chain(conn: &mut DbConn, org_id: &str) -> QueryResult<()> {
     Ok(())
 }
 
+/// Locks the chain heads of `org_ids` until the transaction ends, in sorted order,
+/// so two transactions that need several heads never wait on each other in opposite
+/// orders. Every write path calls it first, before touching any other row
+/// (docs/hot-path.md, "Lock order"); [`crate::db::Database::write`] does it for the
+/// management paths and the decision writer for its batches. On SQLite it does
+/// nothing: the transaction's `BEGIN IMMEDIATE` already holds the database's one
+/// write lock. An organization without a chain locks nothing (its appends fail).
+pub fn lock_chains(conn: &mut DbConn, org_ids: &[&str]) -> QueryResult<()> {
+    if org_ids.is_empty() {
+        return Ok(());
+    }
+    if let DbConn::Postgres(pg) = conn {
+        let mut sorted = org_ids.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        // One statement; PostgreSQL locks the rows in the order the sort returns them.
+        audit_heads::table
+            .filter(audit_heads::org_id.eq_any(&sorted))
+            .order(audit_heads::org_id.asc())
+            .select(audit_heads::org_id)
+            .for_update()
+            .load::<String>(pg)?;
+    }
+    Ok(())
+}
+
 /// Appends `event` to the organization's chain as of `now_ms` and returns the stored
 /// record.
 ///

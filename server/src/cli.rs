@@ -310,11 +310,11 @@ fn create_owner(org: &str, email: &str) -> ExitCode {
             .map_err(|e| e.to_string())?;
         let db = Database::connect(&config.database).map_err(|e| e.to_string())?;
         db.migrate().map_err(|e| e.to_string())?;
-        let mut conn = db.get().map_err(|e| e.to_string())?;
-        crate::db::write_transaction(&mut conn, |conn| {
+        // A new organization: no chain to lock yet.
+        db.write_now(&[], |conn| {
             crate::accounts::create_org_with_owner(conn, org, &email, &hash, crate::clock::now_ms())
         })
-        .map_err(|e| e.to_string())
+        .map_err(|e: crate::error::ApiError| e.to_string())
     })();
     match result {
         Ok((org, user)) => {

@@ -6,6 +6,11 @@
 //! the [`DecisionWriter`] and waits. The writer takes everything that has queued up
 //! (up to [`MAX_BATCH`]) and, in one write transaction:
 //!
+//! 0. locks the audit chain heads of the batch's organizations, in sorted order,
+//!    before reading anything: the first step of the lock order every write path
+//!    follows (docs/hot-path.md, "Lock order"), so a management change and a batch
+//!    never wait on each other in opposite orders, and the chain records a decision
+//!    after a revocation only if the decision saw it,
 //! 1. re-reads every agent in the batch (status, current key, trust score, the
 //!    organization's enforcement mode), so a suspension, revocation or rotation
 //!    committed by any replica before this transaction is honoured; nothing caches
@@ -15,8 +20,7 @@
 //!    NOTHING RETURNING`, so exactly one submission of a nonce is ever accepted,
 //!    across batches and replicas (the primary key decides),
 //! 3. evaluates grants, resource patterns and minimum trust,
-//! 4. appends one audit record per decision to each organization's hash chain
-//!    (organizations in sorted order, so two replicas never deadlock on heads),
+//! 4. appends one audit record per decision to each organization's hash chain,
 //! 5. records trust events and raises alerts, updates the agents' counters,
 //!
 //! commits, and only then answers every waiting handler. No answer precedes its
@@ -24,7 +28,7 @@
 //! fails as a whole, each of its candidates is retried alone, so one bad record
 //! cannot fail its neighbours.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use agentid_protocol::{DecisionReason, Enforcement};
@@ -34,7 +38,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::alerts::{self, AlertKind, NewAlert, Severity};
 use crate::audit::{self, ActorType, NewEvent, Outcome};
 use crate::capabilities::{self, GrantCheck, RiskLevel};
-use crate::db::{write_transaction, Database, DbConn};
+use crate::db::{Database, DbConn};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::Metrics;
 use crate::schema::{
@@ -255,8 +259,9 @@ fn prune_nonces(
 ) -> Result<usize, ApiError> {
     use diesel::sql_types::BigInt;
     let horizon = now_ms / 1000 - settings.max_age_secs - settings.max_skew_secs - 60;
-    let mut conn = db.get()?;
+    // The lock order's first two steps (docs/hot-path.md, "Lock order").
     let _turn = db.write_gate();
+    let mut conn = db.get()?;
     // A row-value IN over a limited subquery: both backends, and the subquery walks
     // the issued-at index from its oldest end. Only the placeholders differ.
     let sql = |horizon: &str, limit: &str| {
@@ -329,9 +334,15 @@ fn decide_batch(
     // A bug must cost its batch (rolled back, answered 500), never the writer thread:
     // without the thread no decision could be made until a restart.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut conn = db.get()?;
-        let _turn = db.write_gate();
-        write_transaction(&mut conn, |conn| decide_in(conn, candidates, now))
+        // Every organization of the batch: their chain heads are locked first, in
+        // sorted order, before any agent is read (docs/hot-path.md, "Lock order").
+        let orgs: Vec<&str> = candidates
+            .iter()
+            .map(|c| c.org_id.as_str())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        db.write_now(&orgs, |conn| decide_in(conn, candidates, now))
     }))
     .unwrap_or_else(|_| Err(ApiError::internal("the decision batch panicked")))
 }

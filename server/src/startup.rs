@@ -44,6 +44,8 @@ pub struct AppState {
     pub key_cache: KeyCache,
     /// Request rate limits (in-process, or shared through Redis).
     pub rate_limiter: RateLimiter,
+    /// When this process last recorded each API key's use.
+    pub key_touches: crate::auth::principal::KeyTouches,
     /// SQLite: the WAL checkpointer thread, stopped when the state is dropped.
     _checkpointer: Option<Checkpointer>,
 }
@@ -157,6 +159,7 @@ impl Application {
             signing,
             decisions,
             key_cache: KeyCache::default(),
+            key_touches: Default::default(),
             _checkpointer: checkpointer,
             rate_limiter,
             db,

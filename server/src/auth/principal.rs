@@ -107,10 +107,16 @@ impl FromRequest for Principal {
             let mut principal = match credential {
                 Credential::ApiKey(key) => {
                     let hash = hash_opaque(&key);
-                    state
+                    let (principal, last_used_at) = state
                         .db
                         .run(move |conn| api_key_principal(conn, &hash, now))
-                        .await?
+                        .await?;
+                    if let Actor::ApiKey { key_id, .. } = &principal.actor {
+                        if state.key_touches.due(key_id, last_used_at, now) {
+                            touch_api_key(&state, key_id.clone(), now);
+                        }
+                    }
+                    principal
                 }
                 Credential::Bearer(token) => {
                     let claims = state.access_tokens.verify(&token).ok_or_else(|| {
@@ -207,7 +213,67 @@ fn session_principal(
     })
 }
 
-fn api_key_principal(conn: &mut DbConn, hash: &str, now: i64) -> Result<Principal, ApiError> {
+/// Records that an API key was used, off the request's path: `last_used_at` is
+/// informational, and on SQLite a write waits for its turn behind the decision writer.
+/// A single-row update that holds no other lock (docs/hot-path.md, "Lock order").
+fn touch_api_key(state: &AppState, key_id: String, now: i64) {
+    let db = state.db.clone();
+    actix_web::rt::spawn(async move {
+        let touched = db
+            .write_unscoped(move |conn| {
+                diesel::update(api_keys::table.filter(api_keys::id.eq(&key_id)))
+                    .filter(
+                        api_keys::last_used_at
+                            .is_null()
+                            .or(api_keys::last_used_at.lt(now)),
+                    )
+                    .set(api_keys::last_used_at.eq(now))
+                    .execute(conn)
+                    .map_err(ApiError::internal)
+            })
+            .await;
+        if let Err(error) = touched {
+            tracing::warn!(error = %error, "recording an API key's last use failed");
+        }
+    });
+}
+
+/// When each API key's `last_used_at` was last written by this process, so a burst of
+/// requests with one key writes it once, not once per request in flight.
+#[derive(Debug, Default)]
+pub struct KeyTouches {
+    written: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+/// Most keys [`KeyTouches`] remembers; past it, it starts over.
+const MAX_REMEMBERED_TOUCHES: usize = 10_000;
+
+impl KeyTouches {
+    /// True (and remembered) when `key_id`'s last use, as stored (`stored`) and as
+    /// written by this process, is at least [`LAST_USED_RESOLUTION_MS`] before `now`.
+    pub fn due(&self, key_id: &str, stored: Option<i64>, now: i64) -> bool {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let last = written.get(key_id).copied().max(stored);
+        if last.is_some_and(|t| now - t < LAST_USED_RESOLUTION_MS) {
+            return false;
+        }
+        if written.len() >= MAX_REMEMBERED_TOUCHES {
+            written.clear();
+        }
+        written.insert(key_id.to_owned(), now);
+        true
+    }
+}
+
+/// The principal of an API key and the key's stored `last_used_at`.
+fn api_key_principal(
+    conn: &mut DbConn,
+    hash: &str,
+    now: i64,
+) -> Result<(Principal, Option<i64>), ApiError> {
     type KeyRow = (
         String,
         String,
@@ -252,16 +318,11 @@ fn api_key_principal(conn: &mut DbConn, hash: &str, now: i64) -> Result<Principa
         return Err(unauthorized());
     };
     let role = Role::parse(&role).ok_or_else(|| ApiError::internal("unknown role in database"))?;
-    if last_used_at.is_none_or(|t| now - t >= LAST_USED_RESOLUTION_MS) {
-        diesel::update(api_keys::table.filter(api_keys::id.eq(&key_id)))
-            .set(api_keys::last_used_at.eq(now))
-            .execute(conn)
-            .map_err(ApiError::internal)?;
-    }
-    Ok(Principal {
+    let principal = Principal {
         org_id,
         permissions: PermissionSet::from_storage(&permissions).intersection(&role.permissions()),
         actor: Actor::ApiKey { key_id, owner_id },
         request_id: None,
-    })
+    };
+    Ok((principal, last_used_at))
 }

@@ -20,7 +20,6 @@ use crate::agents::{
 use crate::audit::{ActorType, Outcome};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
-use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::middleware::RequestId;
 use crate::http::ratelimit::limit_agent_request;
@@ -192,11 +191,9 @@ pub async fn create_agent(
     let retry = new.clone();
     let registered = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                agents::register(conn, &principal.org_id, principal.user_id(), &new, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            agents::register(conn, &principal.org_id, principal.user_id(), &new, &ctx)
         })
         .await;
     match registered {
@@ -310,21 +307,19 @@ pub async fn update_agent(
     let now = crate::clock::now_ms();
     let agent = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                agents::update(
-                    conn,
-                    &principal.org_id,
-                    &agent_id,
-                    AgentChanges {
-                        description,
-                        metadata,
-                        owner_id,
-                    },
-                    &ctx,
-                )
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            agents::update(
+                conn,
+                &principal.org_id,
+                &agent_id,
+                AgentChanges {
+                    description,
+                    metadata,
+                    owner_id,
+                },
+                &ctx,
+            )
         })
         .await?;
     Ok(web::Json(agent))
@@ -341,18 +336,16 @@ async fn change_status(
     let now = crate::clock::now_ms();
     let agent = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                agents::transition(
-                    conn,
-                    &principal.org_id,
-                    &agent_id,
-                    transition,
-                    reason.as_deref(),
-                    &ctx,
-                )
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            agents::transition(
+                conn,
+                &principal.org_id,
+                &agent_id,
+                transition,
+                reason.as_deref(),
+                &ctx,
+            )
         })
         .await?;
     Ok(web::Json(agent))
@@ -495,13 +488,14 @@ pub async fn create_agent_challenge(
     let now = crate::clock::now_ms();
     let audience = state.config.public_url.clone();
     let ttl_ms = state.config.challenge_ttl_secs * 1000;
+    let agent = state
+        .db
+        .run(move |conn| agents::get_unscoped(conn, &agent_id))
+        .await?;
     let challenge = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let agent = agents::get_unscoped(conn, &agent_id)?;
-                agents::create_challenge(conn, &agent, &audience, ttl_ms, now)
-            })
+        .write(agent.org_id.clone(), move |conn| {
+            agents::create_challenge(conn, &agent, &audience, ttl_ms, now)
         })
         .await?;
     Ok(HttpResponse::Created().json(challenge))
@@ -565,43 +559,41 @@ pub async fn verify_agent_challenge(
 
     let agent = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = AuditCtx {
-                    actor_type: ActorType::Agent,
-                    actor_id: Some(&agent.id),
-                    request_id: request_id.as_deref(),
+        .write(agent.org_id.clone(), move |conn| {
+            let ctx = AuditCtx {
+                actor_type: ActorType::Agent,
+                actor_id: Some(&agent.id),
+                request_id: request_id.as_deref(),
+                now,
+            };
+            let failure = match failure {
+                Some(why) => Some(why),
+                None if !agents::consume_challenge(
+                    conn,
+                    &agent.id,
+                    &payload.challenge,
+                    &audience,
                     now,
-                };
-                let failure = match failure {
-                    Some(why) => Some(why),
-                    None if !agents::consume_challenge(
-                        conn,
-                        &agent.id,
-                        &payload.challenge,
-                        &audience,
-                        now,
-                    )? =>
-                    {
-                        Some("The challenge is unknown, expired or already used.")
-                    }
-                    None => None,
-                };
-                match failure {
-                    None => agents::record_proof(conn, &agent, &ctx).map(Ok),
-                    Some(why) => {
-                        ctx.record(
-                            conn,
-                            &agent.org_id,
-                            "agent.proof_failed",
-                            Some(("agent", &agent.id)),
-                            Outcome::Failure,
-                            serde_json::json!({ "reason": why }),
-                        )?;
-                        Ok(Err(invalid_proof(why)))
-                    }
+                )? =>
+                {
+                    Some("The challenge is unknown, expired or already used.")
                 }
-            })
+                None => None,
+            };
+            match failure {
+                None => agents::record_proof(conn, &agent, &ctx).map(Ok),
+                Some(why) => {
+                    ctx.record(
+                        conn,
+                        &agent.org_id,
+                        "agent.proof_failed",
+                        Some(("agent", &agent.id)),
+                        Outcome::Failure,
+                        serde_json::json!({ "reason": why }),
+                    )?;
+                    Ok(Err(invalid_proof(why)))
+                }
+            }
         })
         .await??;
 
@@ -706,22 +698,20 @@ pub async fn rotate_agent_key(
     let request_id = request_id(&req);
     let agent = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let fresh =
-                    crate::decisions::consume_nonce(conn, &agent.id, &payload.nonce, payload.iat)
-                        .map_err(ApiError::internal)?;
-                if !fresh {
-                    return Ok(Err(invalid_proof("The nonce was already used.")));
-                }
-                let ctx = AuditCtx {
-                    actor_type: ActorType::Agent,
-                    actor_id: Some(&agent.id),
-                    request_id: request_id.as_deref(),
-                    now,
-                };
-                agents::rotate_key(conn, &agent, &new_key, &ctx).map(Ok)
-            })
+        .write(agent.org_id.clone(), move |conn| {
+            let fresh =
+                crate::decisions::consume_nonce(conn, &agent.id, &payload.nonce, payload.iat)
+                    .map_err(ApiError::internal)?;
+            if !fresh {
+                return Ok(Err(invalid_proof("The nonce was already used.")));
+            }
+            let ctx = AuditCtx {
+                actor_type: ActorType::Agent,
+                actor_id: Some(&agent.id),
+                request_id: request_id.as_deref(),
+                now,
+            };
+            agents::rotate_key(conn, &agent, &new_key, &ctx).map(Ok)
         })
         .await??;
     Ok(web::Json(agent))

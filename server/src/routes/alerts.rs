@@ -8,7 +8,6 @@ use utoipa::{IntoParams, ToSchema};
 use crate::alerts::{self, Alert, AlertCursor, AlertFilter, AlertKind, AlertStatus, Severity};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
-use crate::db::write_transaction;
 use crate::error::ApiError;
 use crate::routes::audit::{agent_id_param, time_window};
 use crate::startup::AppState;
@@ -216,11 +215,9 @@ pub async fn acknowledge_alert(
     let now = crate::clock::now_ms();
     let alert = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                alerts::acknowledge(conn, &principal.org_id, &id, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            alerts::acknowledge(conn, &principal.org_id, &id, &ctx)
         })
         .await?;
     Ok(web::Json(alert))
@@ -262,34 +259,30 @@ pub async fn resolve_alert(
     let now = crate::clock::now_ms();
     let alert = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                let alert = alerts::resolve(conn, &principal.org_id, &id, note.as_deref(), &ctx)?;
-                // An unresolved alert weighs on its agent's score; resolving it lifts that.
-                if let Some(agent_id) = alert.agent_id.as_deref() {
-                    if crate::trust_store::alert_counts(alert.kind) {
-                        let refreshed = crate::trust_store::refresh(
-                            conn,
-                            &principal.org_id,
-                            agent_id,
-                            crate::trust_store::Cause::AlertResolved,
-                            serde_json::json!({ "alert_id": alert.id, "kind": alert.kind.as_str() }),
-                            None,
-                            &ctx,
-                        );
-                        // An alert may name an agent id that is not (or no longer) an
-                        // agent of the organization; there is then no score to move.
-                        match refreshed {
-                            Err(e) if e.code() != crate::error::ErrorCode::NotFound => {
-                                return Err(e)
-                            }
-                            _ => {}
-                        }
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            let alert = alerts::resolve(conn, &principal.org_id, &id, note.as_deref(), &ctx)?;
+            // An unresolved alert weighs on its agent's score; resolving it lifts that.
+            if let Some(agent_id) = alert.agent_id.as_deref() {
+                if crate::trust_store::alert_counts(alert.kind) {
+                    let refreshed = crate::trust_store::refresh(
+                        conn,
+                        &principal.org_id,
+                        agent_id,
+                        crate::trust_store::Cause::AlertResolved,
+                        serde_json::json!({ "alert_id": alert.id, "kind": alert.kind.as_str() }),
+                        None,
+                        &ctx,
+                    );
+                    // An alert may name an agent id that is not (or no longer) an
+                    // agent of the organization; there is then no score to move.
+                    match refreshed {
+                        Err(e) if e.code() != crate::error::ErrorCode::NotFound => return Err(e),
+                        _ => {}
                     }
                 }
-                Ok::<_, ApiError>(alert)
-            })
+            }
+            Ok::<_, ApiError>(alert)
         })
         .await?;
     Ok(web::Json(alert))

@@ -9,7 +9,6 @@ use crate::accounts::{self, ApiKey};
 use crate::auth::permissions::{Permission, PermissionSet};
 use crate::auth::principal::Principal;
 use crate::auth::tokens::{new_opaque, API_KEY_PREFIX};
-use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
 use crate::startup::AppState;
 
@@ -100,21 +99,19 @@ pub async fn create_api_key(
         .collect();
     let api_key = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                accounts::insert_api_key(
-                    conn,
-                    &principal.org_id,
-                    principal.user_id(),
-                    &name,
-                    &prefix,
-                    &hash,
-                    &permissions,
-                    expires_at,
-                    &ctx,
-                )
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            accounts::insert_api_key(
+                conn,
+                &principal.org_id,
+                principal.user_id(),
+                &name,
+                &prefix,
+                &hash,
+                &permissions,
+                expires_at,
+                &ctx,
+            )
         })
         .await?;
     Ok(HttpResponse::Created().json(CreatedApiKey {
@@ -171,13 +168,11 @@ pub async fn delete_api_key(
     let now = crate::clock::now_ms();
     state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let mine = (!principal.permissions.contains(Permission::UsersManage))
-                    .then(|| principal.user_id().to_owned());
-                let ctx = principal.audit_ctx(now);
-                accounts::revoke_api_key(conn, &principal.org_id, &id, mine.as_deref(), &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let mine = (!principal.permissions.contains(Permission::UsersManage))
+                .then(|| principal.user_id().to_owned());
+            let ctx = principal.audit_ctx(now);
+            accounts::revoke_api_key(conn, &principal.org_id, &id, mine.as_deref(), &ctx)
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())

@@ -18,7 +18,6 @@ use crate::auth::password;
 use crate::auth::permissions::Permission;
 use crate::auth::principal::{unauthorized, Actor, Principal};
 use crate::auth::tokens::{hash_opaque, new_opaque, REFRESH_PREFIX};
-use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::client::ClientAddr;
 use crate::http::middleware::RequestId;
@@ -209,11 +208,9 @@ pub async fn login(
                 };
                 state
                     .db
-                    .run(move |conn| {
-                        write_transaction(conn, |conn| {
-                            let ctx = AuditCtx { actor_type: ActorType::User, actor_id: Some(&a.user_id), request_id: request_id.as_deref(), now };
-                            ctx.record(conn, &a.org_id, "auth.login.failed", Some(("user", &a.user_id)), Outcome::Failure, serde_json::json!({ "reason": reason, "client_address": client.client_address }))
-                        })
+                    .write(a.org_id.clone(), move |conn| {
+                        let ctx = AuditCtx { actor_type: ActorType::User, actor_id: Some(&a.user_id), request_id: request_id.as_deref(), now };
+                        ctx.record(conn, &a.org_id, "auth.login.failed", Some(("user", &a.user_id)), Outcome::Failure, serde_json::json!({ "reason": reason, "client_address": client.client_address }))
                     })
                     .await?;
             }
@@ -227,36 +224,34 @@ pub async fn login(
     attempt.succeeded(Instant::now());
     let pair = state
         .db
-        .run({
+        .write(account.org_id.clone(), {
             let state = state.clone();
             move |conn| {
-                write_transaction(conn, |conn| {
-                    let family = uuid::Uuid::new_v4().to_string();
-                    let pair = issue_pair(
-                        &state,
-                        conn,
-                        &account.org_id,
-                        &account.user_id,
-                        &family,
-                        &client,
-                        now,
-                    )?;
-                    let ctx = AuditCtx {
-                        actor_type: ActorType::User,
-                        actor_id: Some(&account.user_id),
-                        request_id: request_id.as_deref(),
-                        now,
-                    };
-                    ctx.record(
-                        conn,
-                        &account.org_id,
-                        "auth.login.succeeded",
-                        Some(("session", &family)),
-                        Outcome::Success,
-                        serde_json::json!({ "client_address": client.client_address }),
-                    )?;
-                    Ok::<_, ApiError>(pair)
-                })
+                let family = uuid::Uuid::new_v4().to_string();
+                let pair = issue_pair(
+                    &state,
+                    conn,
+                    &account.org_id,
+                    &account.user_id,
+                    &family,
+                    &client,
+                    now,
+                )?;
+                let ctx = AuditCtx {
+                    actor_type: ActorType::User,
+                    actor_id: Some(&account.user_id),
+                    request_id: request_id.as_deref(),
+                    now,
+                };
+                ctx.record(
+                    conn,
+                    &account.org_id,
+                    "auth.login.succeeded",
+                    Some(("session", &family)),
+                    Outcome::Success,
+                    serde_json::json!({ "client_address": client.client_address }),
+                )?;
+                Ok::<_, ApiError>(pair)
             }
         })
         .await?;
@@ -287,43 +282,50 @@ pub async fn refresh(
     let now = crate::clock::now_ms();
     let request_id = request_id(&req);
     let st = state.clone();
+    // The token's organization, to lock its chain first (docs/hot-path.md, "Lock
+    // order"); an unknown token is refused without a write.
+    let lookup = hash.clone();
+    let org_id = state
+        .db
+        .run(move |conn| accounts::refresh_token_org(conn, &lookup))
+        .await?;
+    let Some(org_id) = org_id else {
+        tracing::info!(auth.failure = "refresh token unknown", "refresh refused");
+        return Err(unauthorized());
+    };
     let result = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                match accounts::spend_refresh_token(conn, &hash, now)? {
-                    RefreshOutcome::Rotated {
-                        org_id,
-                        user_id,
-                        family_id,
-                        client,
-                    } => {
-                        issue_pair(&st, conn, &org_id, &user_id, &family_id, &client, now).map(Some)
-                    }
-                    RefreshOutcome::Reused {
-                        org_id,
-                        user_id,
-                        family_id,
-                    } => {
-                        let ctx = AuditCtx {
-                            actor_type: ActorType::User,
-                            actor_id: Some(&user_id),
-                            request_id: request_id.as_deref(),
-                            now,
-                        };
-                        ctx.record(
-                            conn,
-                            &org_id,
-                            "auth.refresh.reused",
-                            Some(("session", &family_id)),
-                            Outcome::Denied,
-                            serde_json::json!({ "action": "session revoked" }),
-                        )?;
-                        Ok(None)
-                    }
-                    RefreshOutcome::Invalid => Ok(None),
+        .write(org_id, move |conn| {
+            match accounts::spend_refresh_token(conn, &hash, now)? {
+                RefreshOutcome::Rotated {
+                    org_id,
+                    user_id,
+                    family_id,
+                    client,
+                } => issue_pair(&st, conn, &org_id, &user_id, &family_id, &client, now).map(Some),
+                RefreshOutcome::Reused {
+                    org_id,
+                    user_id,
+                    family_id,
+                } => {
+                    let ctx = AuditCtx {
+                        actor_type: ActorType::User,
+                        actor_id: Some(&user_id),
+                        request_id: request_id.as_deref(),
+                        now,
+                    };
+                    ctx.record(
+                        conn,
+                        &org_id,
+                        "auth.refresh.reused",
+                        Some(("session", &family_id)),
+                        Outcome::Denied,
+                        serde_json::json!({ "action": "session revoked" }),
+                    )?;
+                    Ok(None)
                 }
-            })
+                RefreshOutcome::Invalid => Ok(None),
+            }
         })
         .await?;
     match result {
@@ -371,24 +373,22 @@ pub async fn logout(
     let now = crate::clock::now_ms();
     state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                accounts::revoke_family(conn, &session_id, now)?;
-                let ctx = AuditCtx {
-                    actor_type: ActorType::User,
-                    actor_id: Some(&user_id),
-                    request_id: principal.request_id.as_deref(),
-                    now,
-                };
-                ctx.record(
-                    conn,
-                    &principal.org_id,
-                    "auth.logout",
-                    Some(("session", &session_id)),
-                    Outcome::Success,
-                    serde_json::json!({}),
-                )
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            accounts::revoke_family(conn, &session_id, now)?;
+            let ctx = AuditCtx {
+                actor_type: ActorType::User,
+                actor_id: Some(&user_id),
+                request_id: principal.request_id.as_deref(),
+                now,
+            };
+            ctx.record(
+                conn,
+                &principal.org_id,
+                "auth.logout",
+                Some(("session", &session_id)),
+                Outcome::Success,
+                serde_json::json!({}),
+            )
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -440,26 +440,24 @@ pub async fn delete_session(
     let now = crate::clock::now_ms();
     state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                if !accounts::revoke_own_session(conn, &user_id, &family, now)? {
-                    return Err(ApiError::not_found());
-                }
-                let ctx = AuditCtx {
-                    actor_type: ActorType::User,
-                    actor_id: Some(&user_id),
-                    request_id: principal.request_id.as_deref(),
-                    now,
-                };
-                ctx.record(
-                    conn,
-                    &principal.org_id,
-                    "auth.session.revoked",
-                    Some(("session", &family)),
-                    Outcome::Success,
-                    serde_json::json!({}),
-                )
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            if !accounts::revoke_own_session(conn, &user_id, &family, now)? {
+                return Err(ApiError::not_found());
+            }
+            let ctx = AuditCtx {
+                actor_type: ActorType::User,
+                actor_id: Some(&user_id),
+                request_id: principal.request_id.as_deref(),
+                now,
+            };
+            ctx.record(
+                conn,
+                &principal.org_id,
+                "auth.session.revoked",
+                Some(("session", &family)),
+                Outcome::Success,
+                serde_json::json!({}),
+            )
         })
         .await?;
     Ok(HttpResponse::NoContent().finish())
@@ -522,16 +520,14 @@ pub async fn change_password(
     let now = crate::clock::now_ms();
     let revoked = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = AuditCtx {
-                    actor_type: ActorType::User,
-                    actor_id: Some(&user_id),
-                    request_id: principal.request_id.as_deref(),
-                    now,
-                };
-                accounts::set_password(conn, &org_id, &user_id, &new_hash, Some(&session_id), &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = AuditCtx {
+                actor_type: ActorType::User,
+                actor_id: Some(&user_id),
+                request_id: principal.request_id.as_deref(),
+                now,
+            };
+            accounts::set_password(conn, &org_id, &user_id, &new_hash, Some(&session_id), &ctx)
         })
         .await?;
     Ok(web::Json(PasswordChanged {

@@ -14,7 +14,6 @@ use crate::capabilities::{
     self as domain, Capability, CapabilityChanges, CapabilityName, Description, EnforcementMode,
     Grant, MinTrust, NewCapability, NewGrant, RiskLevel,
 };
-use crate::db::write_transaction;
 use crate::error::ApiError;
 use crate::startup::AppState;
 
@@ -136,11 +135,9 @@ pub async fn create_capability(
     let now = crate::clock::now_ms();
     let capability = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                domain::create_capability(conn, &principal.org_id, &new, principal.user_id(), &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            domain::create_capability(conn, &principal.org_id, &new, principal.user_id(), &ctx)
         })
         .await?;
     tracing::info!(capability.name = %capability.name, "capability created");
@@ -222,11 +219,9 @@ pub async fn update_capability(
     let now = crate::clock::now_ms();
     let capability = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                domain::update_capability(conn, &principal.org_id, &name, &changes, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            domain::update_capability(conn, &principal.org_id, &name, &changes, &ctx)
         })
         .await?;
     tracing::info!(capability.name = %capability.name, "capability updated");
@@ -275,18 +270,16 @@ pub async fn grant_capability(
     )?;
     let grant = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                domain::grant_capability(
-                    conn,
-                    &principal.org_id,
-                    &agent_id,
-                    &new,
-                    principal.user_id(),
-                    &ctx,
-                )
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            domain::grant_capability(
+                conn,
+                &principal.org_id,
+                &agent_id,
+                &new,
+                principal.user_id(),
+                &ctx,
+            )
         })
         .await?;
     tracing::info!(
@@ -354,18 +347,16 @@ pub async fn revoke_agent_grant(
     let now = crate::clock::now_ms();
     let grant = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                domain::revoke_grant(
-                    conn,
-                    &principal.org_id,
-                    &agent_id,
-                    &grant_id,
-                    principal.user_id(),
-                    &ctx,
-                )
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            domain::revoke_grant(
+                conn,
+                &principal.org_id,
+                &agent_id,
+                &grant_id,
+                principal.user_id(),
+                &ctx,
+            )
         })
         .await?;
     tracing::info!(
@@ -422,11 +413,9 @@ pub async fn replace_enforcement_mode(
     let now = crate::clock::now_ms();
     let changed = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                domain::set_enforcement_mode(conn, &principal.org_id, mode, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            domain::set_enforcement_mode(conn, &principal.org_id, mode, &ctx)
         })
         .await?;
     if changed {

@@ -7,7 +7,6 @@ use utoipa::ToSchema;
 
 use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
-use crate::db::write_transaction;
 use crate::error::ApiError;
 use crate::routes::agents::parse_limit;
 use crate::startup::AppState;
@@ -113,11 +112,9 @@ pub async fn create_agent_attestation(
     let now = crate::clock::now_ms();
     let report = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                trust_store::attest(conn, &principal.org_id, &agent_id, value, &comment, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            trust_store::attest(conn, &principal.org_id, &agent_id, value, &comment, &ctx)
         })
         .await?;
     Ok(web::Json(report))
@@ -172,11 +169,9 @@ pub async fn replace_trust_policy(
     let now = crate::clock::now_ms();
     let policy = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let ctx = principal.audit_ctx(now);
-                trust_store::set_policy(conn, &principal.org_id, policy, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let ctx = principal.audit_ctx(now);
+            trust_store::set_policy(conn, &principal.org_id, policy, &ctx)
         })
         .await?;
     tracing::warn!("organization trust policy changed");

@@ -9,7 +9,6 @@ use crate::accounts::{self, Organization, User};
 use crate::auth::password;
 use crate::auth::permissions::{Permission, Role};
 use crate::auth::principal::{Actor, Principal};
-use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
 use crate::startup::AppState;
 
@@ -146,17 +145,15 @@ pub async fn create_user(
     let now = crate::clock::now_ms();
     let user = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                if !caller_role(&principal, conn)?.may_assign(role) {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        "Your role cannot give that role.",
-                    ));
-                }
-                let ctx = principal.audit_ctx(now);
-                accounts::insert_user(conn, &principal.org_id, &email, &hash, role, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            if !caller_role(&principal, conn)?.may_assign(role) {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "Your role cannot give that role.",
+                ));
+            }
+            let ctx = principal.audit_ctx(now);
+            accounts::insert_user(conn, &principal.org_id, &email, &hash, role, &ctx)
         })
         .await?;
     Ok(actix_web::HttpResponse::Created().json(user))
@@ -188,27 +185,24 @@ pub async fn update_user(
     let now = crate::clock::now_ms();
     let user = state
         .db
-        .run(move |conn| {
-            write_transaction(conn, |conn| {
-                let target = accounts::get_user(conn, &principal.org_id, &id)?;
-                if target.id == principal.user_id() {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        "You cannot change your own role or disable yourself.",
-                    ));
-                }
-                let mine = caller_role(&principal, conn)?;
-                let allowed =
-                    mine.may_assign(target.role) && role.is_none_or(|r| mine.may_assign(r));
-                if !allowed {
-                    return Err(ApiError::new(
-                        ErrorCode::Forbidden,
-                        "Your role cannot change this user that way.",
-                    ));
-                }
-                let ctx = principal.audit_ctx(now);
-                accounts::update_user(conn, &principal.org_id, &id, role, disabled, &ctx)
-            })
+        .write(principal.org_id.clone(), move |conn| {
+            let target = accounts::get_user(conn, &principal.org_id, &id)?;
+            if target.id == principal.user_id() {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "You cannot change your own role or disable yourself.",
+                ));
+            }
+            let mine = caller_role(&principal, conn)?;
+            let allowed = mine.may_assign(target.role) && role.is_none_or(|r| mine.may_assign(r));
+            if !allowed {
+                return Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "Your role cannot change this user that way.",
+                ));
+            }
+            let ctx = principal.audit_ctx(now);
+            accounts::update_user(conn, &principal.org_id, &id, role, disabled, &ctx)
         })
         .await?;
     Ok(web::Json(user))

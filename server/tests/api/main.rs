@@ -13,6 +13,7 @@ mod actions;
 mod agents;
 mod alerts;
 mod capabilities;
+mod contention;
 mod docs_ui;
 mod durability;
 mod errors;
