@@ -831,7 +831,7 @@ mod tests {
         assert_eq!(r.target_id.as_deref(), Some(a.id.as_str()));
         assert_eq!(r.request_id.as_deref(), Some("req-1"));
         assert_eq!(
-            r.details,
+            r.details.value(),
             json!({
                 "kind": "capability_violation",
                 "severity": "high",
@@ -1142,7 +1142,7 @@ mod tests {
         assert_eq!(resolved_record.actor_id.as_deref(), Some("user-1"));
         assert_eq!(resolved_record.request_id.as_deref(), Some("req-2"));
         assert_eq!(
-            resolved_record.details,
+            resolved_record.details.value(),
             json!({
                 "kind": "capability_violation",
                 "agent_id": AGENT_A,

@@ -141,15 +141,52 @@ pub struct AuditRecord {
     pub target_id: Option<String>,
     /// `success`, `failure` or `denied`.
     pub outcome: String,
-    /// Event-specific fields. The hash covers the stored compact JSON text.
+    /// Event-specific fields, served exactly as stored and hashed (the canonical
+    /// encoding of docs/audit.md, "The details encoding").
     #[schema(value_type = Object)]
-    pub details: serde_json::Value,
+    pub details: StoredJson,
     /// The id of the HTTP request that caused the event, if any.
     pub request_id: Option<String>,
     /// The previous record's `hash` (the chain's genesis hash for seq 1), lowercase hex.
     pub prev_hash: String,
     /// SHA-256 of this record's canonical encoding, lowercase hex.
     pub hash: String,
+}
+
+/// JSON text exactly as stored, and so as hashed: served byte for byte, never
+/// re-serialized (a re-serialization could change a number's last digit or a key's
+/// order, and an auditor re-hashing the served record would see false tampering).
+#[derive(Debug, Clone)]
+pub struct StoredJson(Box<serde_json::value::RawValue>);
+
+impl StoredJson {
+    /// Wraps stored text, refusing text that is not one JSON value.
+    pub fn from_stored(text: String) -> serde_json::Result<StoredJson> {
+        serde_json::value::RawValue::from_string(text).map(StoredJson)
+    }
+
+    /// The stored text.
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value, parsed.
+    pub fn value(&self) -> serde_json::Value {
+        // The text was checked to be JSON when it was wrapped.
+        serde_json::from_str(self.0.get()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl PartialEq for StoredJson {
+    fn eq(&self, other: &StoredJson) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Serialize for StoredJson {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
 }
 
 /// The result of [`verify`].
@@ -199,7 +236,7 @@ struct Row {
 
 impl Row {
     fn into_record(self) -> QueryResult<AuditRecord> {
-        let details = serde_json::from_str(&self.details)
+        let details = StoredJson::from_stored(self.details)
             .map_err(|e| DieselError::DeserializationError(Box::new(e)))?;
         Ok(AuditRecord {
             id: self.id,
@@ -258,6 +295,91 @@ fn put_opt(h: &mut Sha256, value: Option<&str>) {
             put(h, v.as_bytes());
         }
     }
+}
+
+/// `value` in the canonical encoding of docs/audit.md ("The details encoding"): no
+/// whitespace, object keys in ascending byte order, serde_json's string escapes, and
+/// floats by [`CanonicalFormatter`] (fixed here, so a dependency update cannot change
+/// the bytes an outsider must reproduce).
+pub fn canonical_json(value: &serde_json::Value) -> serde_json::Result<String> {
+    let mut out = Vec::with_capacity(256);
+    value.serialize(&mut serde_json::Serializer::with_formatter(
+        &mut out,
+        CanonicalFormatter,
+    ))?;
+    // serde_json writes only UTF-8.
+    String::from_utf8(out).map_err(|e| serde::ser::Error::custom(e.to_string()))
+}
+
+/// serde_json's compact output with the float form of docs/audit.md ("Floats"): the
+/// shortest round-trip digits `d` (n of them) and exponent `k`, `kk = n + k`; plain
+/// decimal when `kk` is in -4..=16 (an integral float keeps `.0`), else `d.ddde±x`
+/// (`+` for a non-negative exponent). This is what serde_json 1.0.154 wrote, so every
+/// record written before this formatter existed follows the same rule.
+#[derive(Debug, Clone, Copy)]
+pub struct CanonicalFormatter;
+
+impl serde_json::ser::Formatter for CanonicalFormatter {
+    fn write_f64<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f64,
+    ) -> std::io::Result<()> {
+        writer.write_all(canonical_float(value).as_bytes())
+    }
+
+    fn write_f32<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        value: f32,
+    ) -> std::io::Result<()> {
+        self.write_f64(writer, f64::from(value))
+    }
+}
+
+/// A finite double in the form of docs/audit.md, "Floats".
+fn canonical_float(value: f64) -> String {
+    let sign = if value.is_sign_negative() { "-" } else { "" };
+    if value == 0.0 {
+        return format!("{sign}0.0");
+    }
+    // Ryū gives the shortest digits that read back as the same double, the closest
+    // to it, the even one on an exact tie (Rust's `{:e}` differs on ties); only its
+    // digits and the decimal point's place are used here, the layout is ours.
+    let mut buffer = ryu::Buffer::new();
+    let (digits, kk) = shortest_digits(buffer.format_finite(value.abs()));
+    let digits = digits.as_str();
+    let n = digits.len() as i64;
+    let k = kk - n;
+    let body = if (0..=16).contains(&kk) && k >= 0 {
+        format!("{digits}{}.0", "0".repeat(k as usize))
+    } else if 0 < kk && kk <= 16 {
+        let (int, frac) = digits.split_at(kk as usize);
+        format!("{int}.{frac}")
+    } else if -5 < kk && kk <= 0 {
+        format!("0.{}{digits}", "0".repeat((-kk) as usize))
+    } else {
+        let exponent = kk - 1;
+        let plus = if exponent >= 0 { "+" } else { "" };
+        match digits.split_at(1) {
+            (first, "") => format!("{first}e{plus}{exponent}"),
+            (first, rest) => format!("{first}.{rest}e{plus}{exponent}"),
+        }
+    };
+    format!("{sign}{body}")
+}
+
+/// The significant digits of a decimal number's text (`123.4`, `0.0012`, `1.5e-7`),
+/// without leading or trailing zeros, and `kk`: the value is `0.digits × 10^kk`.
+fn shortest_digits(text: &str) -> (String, i64) {
+    let (mantissa, exp) = text.split_once(['e', 'E']).unwrap_or((text, "0"));
+    let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let mut point = int.len() as i64;
+    let all = format!("{int}{frac}");
+    let trimmed = all.trim_start_matches('0');
+    point -= (all.len() - trimmed.len()) as i64;
+    let digits = trimmed.trim_end_matches('0');
+    (digits.to_owned(), point + exp.parse::<i64>().unwrap_or(0))
 }
 
 /// The genesis hash of an organization's chain: lowercase hex SHA-256 of
@@ -349,7 +471,7 @@ pub fn append_batch(
     }
     let details = events
         .iter()
-        .map(|e| serde_json::to_string(&e.details))
+        .map(|e| canonical_json(&e.details))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| DieselError::SerializationError(Box::new(e)))?;
     let count = events.len() as i64;
@@ -1085,7 +1207,7 @@ mod tests {
         assert_eq!(r.target_id.as_deref(), Some(""));
         assert_eq!(r.outcome, "success");
         assert_eq!(
-            r.details,
+            r.details.value(),
             json!({"n": 6, "b": [1, "x", null], "a": {"z": true}})
         );
         assert_eq!(listed[0].target_id, None);
@@ -1128,14 +1250,13 @@ mod tests {
         let other = t.org();
         append_one(&t, &other, 1);
         let stored = list(&mut t.conn(), &other, None, 1).unwrap().remove(0);
-        let spaced = serde_json::to_string_pretty(&stored.details).unwrap();
+        let spaced = serde_json::to_string_pretty(&stored.details.value()).unwrap();
         t.tamper(&format!(
             "UPDATE audit_records SET details = '{spaced}' WHERE org_id = '{other}' AND seq = 1"
         ));
-        assert_eq!(
-            list(&mut t.conn(), &other, None, 1).unwrap()[0].details,
-            stored.details
-        );
+        let served = list(&mut t.conn(), &other, None, 1).unwrap().remove(0);
+        assert_eq!(served.details.value(), stored.details.value());
+        assert_eq!(served.details.text(), spaced, "served as stored");
         assert_eq!(verify_org(&t, &other).first_bad_seq, Some(1));
     }
 
@@ -1157,7 +1278,7 @@ mod tests {
             target_type: r2.target_type.clone(),
             target_id: r2.target_id.clone(),
             outcome: r2.outcome.clone(),
-            details: serde_json::to_string(&r2.details).unwrap(),
+            details: r2.details.text().to_owned(),
             request_id: r2.request_id.clone(),
             prev_hash: r2.prev_hash.clone(),
             hash: String::new(),
@@ -1386,6 +1507,64 @@ mod tests {
 
     /// Known-answer vectors, also printed in docs/audit.md and checked there with an
     /// independent implementation.
+    #[test]
+    fn the_float_examples_are_what_the_server_writes() {
+        // docs/audit.md, "Floats": details are written by serde_json.
+        for (value, text) in [
+            (0.0, "0.0"),
+            (-0.0, "-0.0"),
+            (50.0, "50.0"),
+            (1.0, "1.0"),
+            (1_234_000.0, "1234000.0"),
+            (62.269_591_390_236_37, "62.26959139023637"),
+            (12.5, "12.5"),
+            (0.5, "0.5"),
+            (0.000_01, "0.00001"),
+            (0.300_000_000_000_000_04, "0.30000000000000004"),
+            (0.000_001, "1e-6"),
+            (1e16, "1e+16"),
+            (5e-324, "5e-324"),
+            (1.5e-7, "1.5e-7"),
+            (1.2345e20, "1.2345e+20"),
+            (-1.797_693_134_862_315_7e308, "-1.7976931348623157e+308"),
+        ] {
+            assert_eq!(canonical_json(&json!(value)).unwrap(), text);
+            assert_eq!(
+                canonical_json(&json!({"b": value, "a": [value]})).unwrap(),
+                format!(r#"{{"a":[{text}],"b":{text}}}"#),
+                "keys in byte order"
+            );
+        }
+        assert_eq!(
+            canonical_json(&json!({"é": "\"q\" \\ \u{1} \t\n/ é 😀\u{7f}", "e": 1, "Z": -3}))
+                .unwrap(),
+            "{\"Z\":-3,\"e\":1,\"é\":\"\\\"q\\\" \\\\ \\u0001 \\t\\n/ é 😀\u{7f}\"}"
+        );
+    }
+
+    /// The server's float form equals what serde_json 1.0.154 wrote (every record
+    /// before this formatter), over doubles of every magnitude.
+    #[test]
+    fn canonical_floats_match_the_records_already_written() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        for _ in 0..200_000 {
+            let value = f64::from_bits(rng.gen());
+            if !value.is_finite() {
+                continue;
+            }
+            let scaled = rng.gen::<f64>() * 10f64.powi(rng.gen_range(-30..30));
+            for v in [value, scaled, scaled.round()] {
+                assert_eq!(
+                    canonical_float(v),
+                    serde_json::to_string(&v).unwrap(),
+                    "{v:e}"
+                );
+                assert_eq!(canonical_float(v).parse::<f64>().unwrap(), v);
+            }
+        }
+    }
+
     #[test]
     fn hash_encoding_known_answers() {
         let org = "3f0c1f9e-5d0e-4b47-9a51-6d3f6c1e2a10";

@@ -1319,7 +1319,7 @@ mod tests {
             crate::audit::list(conn, org_id, None, 500)
                 .unwrap()
                 .into_iter()
-                .map(|r| (r.action, r.details))
+                .map(|r| (r.action, r.details.value()))
                 .collect()
         }
 

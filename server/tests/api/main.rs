@@ -12,6 +12,7 @@ mod helpers;
 mod actions;
 mod agents;
 mod alerts;
+mod audit;
 mod capabilities;
 mod contention;
 mod docs_ui;
