@@ -217,25 +217,30 @@ fn session_principal(
 /// informational, and on SQLite a write waits for its turn behind the decision writer.
 /// A single-row update that holds no other lock (docs/hot-path.md, "Lock order").
 fn touch_api_key(state: &AppState, key_id: String, now: i64) {
+    use tracing::Instrument;
     let db = state.db.clone();
-    actix_web::rt::spawn(async move {
-        let touched = db
-            .write_unscoped(move |conn| {
-                diesel::update(api_keys::table.filter(api_keys::id.eq(&key_id)))
-                    .filter(
-                        api_keys::last_used_at
-                            .is_null()
-                            .or(api_keys::last_used_at.lt(now)),
-                    )
-                    .set(api_keys::last_used_at.eq(now))
-                    .execute(conn)
-                    .map_err(ApiError::internal)
-            })
-            .await;
-        if let Err(error) = touched {
-            tracing::warn!(error = %error, "recording an API key's last use failed");
+    let span = tracing::Span::current();
+    actix_web::rt::spawn(
+        async move {
+            let touched = db
+                .write_unscoped(move |conn| {
+                    diesel::update(api_keys::table.filter(api_keys::id.eq(&key_id)))
+                        .filter(
+                            api_keys::last_used_at
+                                .is_null()
+                                .or(api_keys::last_used_at.lt(now)),
+                        )
+                        .set(api_keys::last_used_at.eq(now))
+                        .execute(conn)
+                        .map_err(ApiError::internal)
+                })
+                .await;
+            if let Err(error) = touched {
+                tracing::warn!(error = %error, "recording an API key's last use failed");
+            }
         }
-    });
+        .instrument(span),
+    );
 }
 
 /// When each API key's `last_used_at` was last written by this process, so a burst of

@@ -72,7 +72,10 @@ pub async fn envelope(
         .client(req.peer_addr(), req.headers(), settings.tls);
     req.extensions_mut().insert(client);
     let method = req.method().to_string();
-    let span = tracing::info_span!(
+    // At ERROR level so the span is enabled whenever anything is logged at all: with
+    // `AGENTID_LOG=warn` a warning about the request still names its request id (an
+    // INFO span would be filtered out with everything in it left unlabelled).
+    let span = tracing::error_span!(
         "http_request",
         request_id = %request_id,
         http.method = %method,

@@ -178,3 +178,60 @@ async fn sigterm_lets_an_in_flight_request_finish() {
     let status = server.wait(Duration::from_secs(30));
     assert_eq!(status.code(), Some(0));
 }
+
+/// With `AGENTID_LOG=warn` a warning or error about a request still names the request
+/// id the answer carries (the request's span is enabled at every level that logs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warnings_carry_the_request_id_at_every_log_level() {
+    use crate::helpers::{create_owner, OWNER_PW};
+    let db = TestDb::new(Backend::Sqlite);
+    let mut vars = db.vars();
+    vars.push(("AGENTID_LISTEN".into(), "127.0.0.1:0".into()));
+    vars.push(("AGENTID_BCRYPT_COST".into(), "4".into()));
+    // Warnings only, but the start-up line the harness waits for.
+    vars.push((
+        "AGENTID_LOG".into(),
+        "warn,agentid_server::startup=info".into(),
+    ));
+    create_owner(&vars, "Acme", "owner@example.com", OWNER_PW);
+    let server = ServerProcess::start(&db.dir, &vars);
+    let http = reqwest::Client::new();
+    // The 11th wrong password in a minute locks the account out, with a warning.
+    for i in 0..12 {
+        let response = http
+            .post(format!("{}/api/v1/auth/login", server.address))
+            .header("x-request-id", format!("guess-{i}"))
+            .json(&serde_json::json!({"email": "owner@example.com", "password": "not the password at all"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(matches!(response.status().as_u16(), 401 | 429));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = server.log();
+    let warnings: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| matches!(l["level"].as_str(), Some("WARN" | "ERROR")))
+        .collect();
+    let lockout = warnings
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("locked out"))
+        })
+        .unwrap_or_else(|| panic!("a lockout warning: {lines:#?}"));
+    let id = lockout["span"]["request_id"].as_str().unwrap_or_default();
+    assert!(
+        id.starts_with("guess-"),
+        "the warning names its request: {lockout}"
+    );
+    // Start-up warnings (development mode) are about no request.
+    for line in warnings.iter().filter(|l| l["target"] != "agentid_server::startup") {
+        assert!(
+            line["span"]["request_id"].is_string(),
+            "every warning about a request names it: {line}"
+        );
+    }
+}
