@@ -82,7 +82,7 @@ pub struct AgentKeyRecord {
 /// A proof-of-possession challenge (schema `Challenge`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Challenge {
-    /// 32 random bytes, base64url; sign it back exactly.
+    /// Opaque base64url text; sign it back exactly.
     pub challenge: String,
     /// The server's public URL: the `aud` of every statement for this server.
     pub audience: String,

@@ -11,11 +11,10 @@
 //! re-reads it inside the transaction that records the decision.
 
 use diesel::prelude::*;
-use rand::RngCore;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use agentid_protocol::{b64, PublicKey};
+use agentid_protocol::PublicKey;
 
 use crate::accounts::{db_error, AuditCtx};
 use crate::alerts::{self, AlertKind, NewAlert, Severity};
@@ -28,8 +27,6 @@ use crate::schema::{agent_challenges, agent_keys, agent_stats, agents, users};
 pub const MAX_REQUESTED_CAPABILITIES: usize = 64;
 /// Largest metadata object, as compact JSON.
 pub const MAX_METADATA_BYTES: usize = 8 * 1024;
-/// Most unexpired, unused challenges an agent may hold; older ones are dropped.
-pub const MAX_OUTSTANDING_CHALLENGES: i64 = 5;
 
 /// Where an agent is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, ToSchema)]
@@ -702,7 +699,8 @@ pub fn key_state(
 /// A challenge as handed to the agent.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Challenge {
-    /// 32 random bytes, base64url. Sign it back inside a challenge-response envelope.
+    /// Opaque base64url text (at most 128 characters). Sign it back, exactly as
+    /// received, inside a challenge-response envelope.
     pub challenge: String,
     /// The `aud` the response must carry: this server's public URL.
     pub audience: String,
@@ -711,13 +709,12 @@ pub struct Challenge {
     pub expires_at: String,
 }
 
-/// Issues a single-use challenge for an agent that is pending or active, keeping at
-/// most [`MAX_OUTSTANDING_CHALLENGES`] outstanding (the oldest are dropped).
-pub fn create_challenge(
-    conn: &mut DbConn,
+/// A challenge for `agent` if it is pending or active: minted, nothing stored
+/// (`crate::challenges`).
+pub fn issue_challenge(
+    challenges: &crate::challenges::Challenges,
     agent: &Agent,
     audience: &str,
-    ttl_ms: i64,
     now: i64,
 ) -> Result<Challenge, ApiError> {
     if matches!(agent.status, AgentStatus::Suspended | AgentStatus::Revoked) {
@@ -726,78 +723,54 @@ pub fn create_challenge(
             format!("The agent is {}.", agent.status.as_str()),
         ));
     }
-    // Spent and expired challenges are worthless: drop them.
-    diesel::delete(
-        agent_challenges::table
-            .filter(agent_challenges::agent_id.eq(&agent.id))
-            .filter(
-                agent_challenges::used_at
-                    .is_not_null()
-                    .or(agent_challenges::expires_at.le(now)),
-            ),
-    )
-    .execute(conn)
-    .map_err(ApiError::internal)?;
-    let outstanding: Vec<String> = agent_challenges::table
-        .filter(agent_challenges::agent_id.eq(&agent.id))
-        .order(agent_challenges::created_at.desc())
-        .select(agent_challenges::id)
-        .load(conn)
-        .map_err(ApiError::internal)?;
-    let keep = (MAX_OUTSTANDING_CHALLENGES - 1).max(0) as usize;
-    if outstanding.len() > keep {
-        diesel::delete(
-            agent_challenges::table.filter(agent_challenges::id.eq_any(&outstanding[keep..])),
-        )
-        .execute(conn)
-        .map_err(ApiError::internal)?;
-    }
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let challenge = b64::encode(bytes);
-    let expires_at = now + ttl_ms;
-    diesel::insert_into(agent_challenges::table)
-        .values((
-            agent_challenges::id.eq(uuid::Uuid::new_v4().to_string()),
-            agent_challenges::agent_id.eq(&agent.id),
-            agent_challenges::challenge.eq(&challenge),
-            agent_challenges::audience.eq(audience),
-            agent_challenges::created_at.eq(now),
-            agent_challenges::expires_at.eq(expires_at),
-        ))
-        .execute(conn)
-        .map_err(ApiError::internal)?;
+    let minted = challenges.mint(&agent.id, audience, now);
     Ok(Challenge {
-        challenge,
+        challenge: minted.text,
         audience: audience.to_owned(),
         payload_type: agentid_protocol::PayloadType::ChallengeResponse
             .as_str()
             .to_owned(),
-        expires_at: crate::clock::rfc3339(expires_at),
+        expires_at: crate::clock::rfc3339(minted.expires_at_ms),
     })
 }
 
-/// Spends the challenge: true when it was outstanding, unexpired, bound to this
-/// agent and audience, and is now used (exactly one caller can ever get true).
-pub fn consume_challenge(
+/// Spends a genuine challenge (checked by [`crate::challenges::Challenges::check`]):
+/// true for the first answer that names it, on any replica (a unique constraint
+/// decides), false for every later one. Spent challenges of the agent that have
+/// expired are dropped on the way; they could not be answered anyway.
+pub fn spend_challenge(
     conn: &mut DbConn,
     agent_id: &str,
     challenge: &str,
     audience: &str,
+    expires_at: i64,
     now: i64,
 ) -> Result<bool, ApiError> {
-    let spent = diesel::update(
+    diesel::delete(
         agent_challenges::table
             .filter(agent_challenges::agent_id.eq(agent_id))
-            .filter(agent_challenges::challenge.eq(challenge))
-            .filter(agent_challenges::audience.eq(audience))
-            .filter(agent_challenges::used_at.is_null())
-            .filter(agent_challenges::expires_at.gt(now)),
+            .filter(agent_challenges::expires_at.le(now)),
     )
-    .set(agent_challenges::used_at.eq(now))
     .execute(conn)
     .map_err(ApiError::internal)?;
-    Ok(spent == 1)
+    let query = diesel::insert_into(agent_challenges::table)
+        .values((
+            agent_challenges::id.eq(uuid::Uuid::new_v4().to_string()),
+            agent_challenges::agent_id.eq(agent_id),
+            agent_challenges::challenge.eq(challenge),
+            agent_challenges::audience.eq(audience),
+            agent_challenges::created_at.eq(now),
+            agent_challenges::expires_at.eq(expires_at),
+            agent_challenges::used_at.eq(now),
+        ))
+        .on_conflict_do_nothing();
+    // The upsert clause exists per backend, not on the multi-backend connection.
+    let inserted = match conn {
+        DbConn::Postgres(c) => query.execute(c),
+        DbConn::Sqlite(c) => query.execute(c),
+    }
+    .map_err(ApiError::internal)?;
+    Ok(inserted == 1)
 }
 
 /// Marks a pending agent active after a verified proof of possession (an active

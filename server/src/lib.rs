@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod audit;
 pub mod auth;
 pub mod capabilities;
+pub mod challenges;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -44,6 +44,8 @@ pub struct AppState {
     pub key_cache: KeyCache,
     /// Request rate limits (in-process, or shared through Redis).
     pub rate_limiter: RateLimiter,
+    /// Proof-of-possession challenges (minted, not stored).
+    pub challenges: crate::challenges::Challenges,
     /// When this process last recorded each API key's use.
     pub key_touches: crate::auth::principal::KeyTouches,
     /// SQLite: the WAL checkpointer thread, stopped when the state is dropped.
@@ -160,6 +162,10 @@ impl Application {
             decisions,
             key_cache: KeyCache::default(),
             key_touches: Default::default(),
+            challenges: crate::challenges::Challenges::new(
+                &config.secret_key,
+                config.challenge_ttl_secs,
+            ),
             _checkpointer: checkpointer,
             rate_limiter,
             db,

@@ -112,18 +112,26 @@ pub async fn limit_agent_request(
     class: Class,
     agent_id: Option<&str>,
 ) -> Result<(), ApiError> {
-    let client = ClientAddr::of(req);
-    let address = Key::address(class, client.ip);
-    let verdict = match agent_id {
-        Some(agent_id) => {
-            state
-                .rate_limiter
-                .check(&[address, Key::agent(class, agent_id)])
-                .await
-        }
-        None => state.rate_limiter.check(&[address]).await,
-    };
-    let Some(verdict) = verdict else {
+    let address = Key::address(class, ClientAddr::of(req).ip);
+    match agent_id {
+        Some(agent_id) => limit(req, state, &[address, Key::agent(class, agent_id)]).await,
+        None => limit(req, state, &[address]).await,
+    }
+}
+
+/// The agent's own budget alone, for a handler that counted the address before any
+/// work and now knows the agent's key signed the request (docs/rate-limits.md).
+pub async fn limit_agent_budget(
+    req: &HttpRequest,
+    state: &AppState,
+    class: Class,
+    agent_id: &str,
+) -> Result<(), ApiError> {
+    limit(req, state, &[Key::agent(class, agent_id)]).await
+}
+
+async fn limit(req: &HttpRequest, state: &AppState, keys: &[Key]) -> Result<(), ApiError> {
+    let Some(verdict) = state.rate_limiter.check(keys).await else {
         return Ok(());
     };
     let allowed = verdict.allowed;

@@ -20,9 +20,10 @@ use crate::agents::{
 use crate::audit::{ActorType, Outcome};
 use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
+use crate::challenges::Refused;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::middleware::RequestId;
-use crate::http::ratelimit::limit_agent_request;
+use crate::http::ratelimit::{limit_agent_budget, limit_agent_request};
 use crate::ratelimit::Class;
 use crate::startup::AppState;
 
@@ -469,13 +470,14 @@ pub async fn list_agent_keys(
 
 /// Get a single-use challenge to sign, proving possession of the agent's key.
 ///
-/// Permission: none; the signed answer is the proof. At most 5 challenges are
-/// outstanding per agent (older ones are dropped).
+/// Permission: none; the signed answer is the proof. Issuing a challenge stores
+/// nothing and is counted against the client address only: challenges requested in an
+/// agent's name by others cannot disturb the agent's own (docs/protocol.md).
 #[utoipa::path(
     operation_id = "create_agent_challenge",
     tag = "agents",
     params(("agent_id" = String, Path)),
-    responses((status = 201, body = Challenge), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody), (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody))
+    responses((status = 201, body = Challenge), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody), (status = 429, description = "rate_limited: the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody))
 )]
 #[post("/api/v1/agents/{agent_id}/challenge")]
 pub async fn create_agent_challenge(
@@ -484,25 +486,20 @@ pub async fn create_agent_challenge(
     agent_id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let agent_id = agent_id.into_inner();
-    limit_agent_request(&req, &state, Class::AgentAuth, Some(&agent_id)).await?;
+    limit_agent_request(&req, &state, Class::AgentAuth, None).await?;
     let now = crate::clock::now_ms();
-    let audience = state.config.public_url.clone();
-    let ttl_ms = state.config.challenge_ttl_secs * 1000;
     let agent = state
         .db
         .run(move |conn| agents::get_unscoped(conn, &agent_id))
         .await?;
-    let challenge = state
-        .db
-        .write(agent.org_id.clone(), move |conn| {
-            agents::create_challenge(conn, &agent, &audience, ttl_ms, now)
-        })
-        .await?;
+    let challenge =
+        agents::issue_challenge(&state.challenges, &agent, &state.config.public_url, now)?;
     Ok(HttpResponse::Created().json(challenge))
 }
 
 /// Answer a challenge with an envelope signed by the agent's current key. The
-/// agent becomes `active` (if it was `pending`) and receives an access token.
+/// agent becomes `active` (if it was `pending`) and receives an access token. Any
+/// answer spends the challenge, right or wrong.
 ///
 /// Permission: none; the signature is the proof.
 #[utoipa::path(
@@ -527,34 +524,54 @@ pub async fn verify_agent_challenge(
     body: web::Bytes,
 ) -> Result<web::Json<AgentVerified>, ApiError> {
     let agent_id = agent_id.into_inner();
-    limit_agent_request(&req, &state, Class::AgentAuth, Some(&agent_id)).await?;
+    limit_agent_request(&req, &state, Class::AgentAuth, None).await?;
     let envelope = read_envelope(&req, &body, PayloadType::ChallengeResponse)?;
     let payload = ChallengeResponsePayload::parse(&envelope.payload).map_err(invalid_envelope)?;
-    let audience = state.config.public_url.clone();
+    let config = &state.config;
+    let audience = config.public_url.clone();
     let request_id = request_id(&req);
     let now = crate::clock::now_ms();
+    let now_secs = now / 1000;
 
     let lookup_id = agent_id.clone();
     let agent = state
         .db
         .run(move |conn| agents::get_unscoped(conn, &lookup_id))
         .await?;
+    let key = PublicKey::from_b64url(&agent.public_key).map_err(ApiError::internal)?;
+    let signed = envelope.verify(&key).is_ok();
+    // Only an answer the agent's key signed spends the agent's budget; anything else
+    // counted against its address alone (docs/rate-limits.md).
+    if signed {
+        limit_agent_budget(&req, &state, Class::AgentAuth, &agent.id).await?;
+    }
     if matches!(agent.status, AgentStatus::Suspended | AgentStatus::Revoked) {
         return Err(ApiError::new(
             ErrorCode::InvalidState,
             format!("The agent is {}.", agent.status.as_str()),
         ));
     }
+    // The challenge, if this server minted it for this agent: spent below whatever
+    // else is wrong with the answer.
+    let genuine = state
+        .challenges
+        .check(&payload.challenge, &agent.id, &audience, now);
     let failure = if payload.agent_id != agent.id {
         Some("The payload names another agent.")
     } else if payload.aud != audience {
         Some("The payload's aud is not this server.")
+    } else if !signed {
+        Some("The signature does not verify with the agent's current key.")
+    } else if payload.iat < now_secs - config.action_max_age_secs
+        || payload.iat > now_secs + config.action_max_skew_secs
+    {
+        Some("The statement's iat is outside the freshness window.")
     } else {
-        let key = PublicKey::from_b64url(&agent.public_key).map_err(ApiError::internal)?;
-        envelope
-            .verify(&key)
-            .err()
-            .map(|_| "The signature does not verify with the agent's current key.")
+        match genuine {
+            Ok(_) => None,
+            Err(Refused::Expired) => Some("The challenge has expired."),
+            Err(Refused::Unknown) => Some("The challenge was not issued for this agent."),
+        }
     };
 
     let agent = state
@@ -566,19 +583,20 @@ pub async fn verify_agent_challenge(
                 request_id: request_id.as_deref(),
                 now,
             };
-            let failure = match failure {
-                Some(why) => Some(why),
-                None if !agents::consume_challenge(
+            let first_answer = match &genuine {
+                Ok(g) => agents::spend_challenge(
                     conn,
                     &agent.id,
                     &payload.challenge,
                     &audience,
+                    g.expires_at_ms,
                     now,
-                )? =>
-                {
-                    Some("The challenge is unknown, expired or already used.")
-                }
-                None => None,
+                )?,
+                Err(_) => true,
+            };
+            let failure = match failure {
+                None if !first_answer => Some("The challenge was already used."),
+                other => other,
             };
             match failure {
                 None => agents::record_proof(conn, &agent, &ctx).map(Ok),
@@ -597,7 +615,6 @@ pub async fn verify_agent_challenge(
         })
         .await??;
 
-    let now_secs = now / 1000;
     let (token, exp) = state
         .signing
         .issue_agent_token(
@@ -643,7 +660,7 @@ pub async fn rotate_agent_key(
     body: web::Bytes,
 ) -> Result<web::Json<Agent>, ApiError> {
     let agent_id = agent_id.into_inner();
-    limit_agent_request(&req, &state, Class::AgentAuth, Some(&agent_id)).await?;
+    limit_agent_request(&req, &state, Class::AgentAuth, None).await?;
     let envelope = read_envelope(&req, &body, PayloadType::KeyRotation)?;
     let (payload, new_key) =
         KeyRotationPayload::parse(&envelope.payload).map_err(|e| match e.kind {
@@ -695,6 +712,8 @@ pub async fn rotate_agent_key(
     envelope
         .verify(&new_key)
         .map_err(|_| invalid_proof("The new key's signature does not verify."))?;
+    // Both keys signed: now the agent's own budget (docs/rate-limits.md).
+    limit_agent_budget(&req, &state, Class::AgentAuth, &agent.id).await?;
     let request_id = request_id(&req);
     let agent = state
         .db

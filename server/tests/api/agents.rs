@@ -100,11 +100,21 @@ pub async fn challenge(app: &TestApp, agent_id: &str) -> serde_json::Value {
 
 /// The challenge-response envelope for `challenge`, signed with `key`.
 pub fn answer(agent_id: &str, challenge: &serde_json::Value, key: &SigningKey) -> String {
+    answer_at(agent_id, challenge, key, now_secs())
+}
+
+/// Like [`answer`], with the statement's issued-at `iat`.
+pub fn answer_at(
+    agent_id: &str,
+    challenge: &serde_json::Value,
+    key: &SigningKey,
+    iat: i64,
+) -> String {
     let payload = ChallengeResponsePayload {
         agent_id: agent_id.to_owned(),
         challenge: challenge["challenge"].as_str().unwrap().to_owned(),
         aud: challenge["audience"].as_str().unwrap().to_owned(),
-        iat: now_secs(),
+        iat,
     };
     Envelope::sign(PayloadType::ChallengeResponse, &payload.to_bytes(), &[key]).to_json()
 }
@@ -258,13 +268,24 @@ async fn registration_and_proof_of_possession(backend: Backend) {
     let body = assert_error(response, 400).await;
     assert_eq!(body["error"]["code"], "weak_public_key");
 
-    // A challenge signed by another key proves nothing; the challenge survives it.
-    let challenge = challenge(&app, &id).await;
-    assert_eq!(challenge["audience"], app.public_url.as_str());
+    // A challenge signed by another key proves nothing, and it is spent: any answer
+    // uses a challenge up.
+    let spent = challenge(&app, &id).await;
+    assert_eq!(spent["audience"], app.public_url.as_str());
     let path = format!("/api/v1/agents/{id}/verify");
-    let response = post_envelope(&app, &path, answer(&id, &challenge, &new_key())).await;
+    let response = post_envelope(&app, &path, answer(&id, &spent, &new_key())).await;
     let body = assert_error(response, 401).await;
     assert_eq!(body["error"]["code"], "invalid_proof");
+    let response = post_envelope(&app, &path, answer(&id, &spent, &key)).await;
+    let body = assert_error(response, 401).await;
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{body}"
+    );
+    let challenge = challenge(&app, &id).await;
 
     // The right key activates the agent and gets a token bound to the key.
     let envelope = answer(&id, &challenge, &key);
@@ -339,6 +360,86 @@ async fn registration_and_proof_of_possession(backend: Backend) {
     }
 }
 both_backends!(registration_and_proof_of_possession);
+
+/// A challenge response's `iat` is checked with the action window, and a challenge
+/// answered with a bad one is spent like any other answered challenge.
+async fn a_challenge_answer_must_be_fresh(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = owner_token(&app, "Acme").await;
+    let key = new_key();
+    let response = register(&app, &owner, "fresh", &key).await;
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/agents/{id}/verify");
+    for iat in [0, now_secs() - 3600, now_secs() + 3600] {
+        let issued = challenge(&app, &id).await;
+        let response = post_envelope(&app, &path, answer_at(&id, &issued, &key, iat)).await;
+        let body = assert_error(response, 401).await;
+        assert_eq!(body["error"]["code"], "invalid_proof");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("iat"),
+            "iat {iat}: {body}"
+        );
+        // Spent by that answer: the right answer now comes too late.
+        let response = post_envelope(&app, &path, answer(&id, &issued, &key)).await;
+        let body = assert_error(response, 401).await;
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("already used"),
+            "{body}"
+        );
+    }
+    let issued = challenge(&app, &id).await;
+    let response = post_envelope(&app, &path, answer(&id, &issued, &key)).await;
+    assert_eq!(response.status(), 200);
+}
+both_backends!(a_challenge_answer_must_be_fresh);
+
+/// Nobody but the agent can disturb its proof of possession: challenges requested
+/// (and answered) by others in its name neither push its own challenge out nor spend
+/// its budget.
+async fn others_cannot_disturb_a_pending_agents_proof(backend: Backend) {
+    let app =
+        crate::helpers::spawn_app_with(backend, &[("AGENTID_RATE_LIMITS", "agent_auth.agent=3/m")])
+            .await;
+    let owner = owner_token(&app, "Acme").await;
+    let key = new_key();
+    let response = register(&app, &owner, "pending", &key).await;
+    let id = response.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let own = challenge(&app, &id).await;
+
+    // Someone who knows the id asks for many challenges and answers some wrongly.
+    let attacker = new_key();
+    for i in 0..12 {
+        let theirs = challenge(&app, &id).await;
+        if i % 2 == 0 {
+            let response = post_envelope(
+                &app,
+                &format!("/api/v1/agents/{id}/verify"),
+                answer(&id, &theirs, &attacker),
+            )
+            .await;
+            assert_eq!(response.status(), 401, "a forged answer");
+        }
+    }
+
+    // The agent's own challenge still proves possession.
+    let response = post_envelope(
+        &app,
+        &format!("/api/v1/agents/{id}/verify"),
+        answer(&id, &own, &key),
+    )
+    .await;
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+both_backends!(others_cannot_disturb_a_pending_agents_proof);
 
 async fn lifecycle_is_enforced_at_once(backend: Backend) {
     let app = spawn_app(backend).await;

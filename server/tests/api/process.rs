@@ -228,7 +228,10 @@ async fn warnings_carry_the_request_id_at_every_log_level() {
         "the warning names its request: {lockout}"
     );
     // Start-up warnings (development mode) are about no request.
-    for line in warnings.iter().filter(|l| l["target"] != "agentid_server::startup") {
+    for line in warnings
+        .iter()
+        .filter(|l| l["target"] != "agentid_server::startup")
+    {
         assert!(
             line["span"]["request_id"].is_string(),
             "every warning about a request names it: {line}"

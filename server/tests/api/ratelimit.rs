@@ -138,7 +138,9 @@ async fn limits_hold_per_agent_and_forgeries_cannot_spend_an_agents_budget() {
     let response = post_envelope(&app, "/api/v1/actions/verify", action(&a, false)).await;
     assert_limited(response, "actions.agent").await;
 
-    // The unauthenticated agent endpoints: per agent, from the path.
+    // The unauthenticated agent endpoints: challenges cost the address only (anyone
+    // may ask in an agent's name, and it disturbs nothing); answers spend the agent's
+    // budget only when its key signed them.
     let challenge = |id: String| {
         let app = &app;
         async move {
@@ -149,8 +151,28 @@ async fn limits_hold_per_agent_and_forgeries_cannot_spend_an_agents_budget() {
                 .unwrap()
         }
     };
-    assert_eq!(challenge(a.id.clone()).await.status(), 201);
-    assert_limited(challenge(a.id.clone()).await, "agent_auth.agent").await;
+    for _ in 0..5 {
+        assert_eq!(challenge(a.id.clone()).await.status(), 201);
+    }
+    let verify = format!("/api/v1/agents/{}/verify", a.id);
+    for _ in 0..4 {
+        let issued: serde_json::Value = challenge(a.id.clone()).await.json().await.unwrap();
+        let forged = crate::agents::answer(&a.id, &issued, &crate::agents::new_key());
+        assert_eq!(post_envelope(&app, &verify, forged).await.status(), 401);
+    }
+    // a's activation spent 1 of its 3; two more proofs, then the limit.
+    for _ in 0..2 {
+        let issued: serde_json::Value = challenge(a.id.clone()).await.json().await.unwrap();
+        let proof = crate::agents::answer(&a.id, &issued, &a.key);
+        assert_eq!(post_envelope(&app, &verify, proof).await.status(), 200);
+    }
+    let issued: serde_json::Value = challenge(a.id.clone()).await.json().await.unwrap();
+    let proof = crate::agents::answer(&a.id, &issued, &a.key);
+    assert_limited(
+        post_envelope(&app, &verify, proof).await,
+        "agent_auth.agent",
+    )
+    .await;
     assert_eq!(challenge(b.id.clone()).await.status(), 201);
 
     // Forged statements in b's name count against the address only.
