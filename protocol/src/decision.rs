@@ -5,8 +5,11 @@ use serde::{Deserialize, Serialize};
 /// Why a decision came out as it did. Stable codes; see `docs/protocol.md`.
 /// The checks run in the documented order and the first failing one names the
 /// reason; `allowed` when every check passed.
+///
+/// The server sends only the reasons in [`DecisionReason::ALL`]; `unknown` is never
+/// sent: it is what a client reads a reason it does not know as (a newer server's), so
+/// the OpenAPI schema lists [`DecisionReason::ALL`] alone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum DecisionReason {
@@ -108,6 +111,26 @@ impl DecisionReason {
     }
 }
 
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for DecisionReason {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::String))
+            .description(Some(
+                "Why a decision came out as it did. Stable codes; see `docs/protocol.md`. \
+                 The checks run in the documented order and the first failing one names the \
+                 reason; `allowed` when every check passed. Clients must accept a value not \
+                 listed here (a newer server's reason) as a denial.",
+            ))
+            .enum_values(Some(DecisionReason::ALL.iter().map(|r| r.as_str())))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for DecisionReason {}
+
 impl std::fmt::Display for DecisionReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -157,9 +180,12 @@ pub struct Decision {
     pub agent_id: String,
     /// The capability the action needs (the payload's `action`).
     pub capability: String,
+    /// The payload's `resource`; `null` when it had none (always present).
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub resource: Option<String>,
-    /// The agent's trust score when the decision was made (absent when the
-    /// statement was not authenticated).
+    /// The agent's trust score when the decision was made; `null` (always present)
+    /// when the statement was not signed by the agent's current key.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub trust_score: Option<f64>,
     /// True when that score is below the organization's trust alert threshold (an
     /// alert has been raised about the agent); the action may still be allowed.

@@ -144,6 +144,11 @@ pub struct ReceiptClaims {
     /// The resource the action targeted, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource: Option<String>,
+    /// The action's `args_digest` (`sha256:` and 64 hex digits), when it had one: a
+    /// relying party holding only the receipt compares it with its own digest of the
+    /// arguments it is about to use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_digest: Option<String>,
     /// Lowercase hex SHA-256 of the envelope's signed bytes (its DSSE PAE).
     pub envelope_sha256: String,
     /// The agent's trust score when deciding, if one was computed.
@@ -234,6 +239,7 @@ mod tests {
             reason: "allowed".to_owned(),
             capability: "email:send".to_owned(),
             resource: None,
+            args_digest: None,
             envelope_sha256: "00".repeat(32),
             trust_score: None,
             enforcement: "enforce".to_owned(),
@@ -243,6 +249,7 @@ mod tests {
         let json = serde_json::to_value(&receipt).unwrap();
         assert!(json.get("resource").is_none());
         assert!(json.get("trust_score").is_none());
+        assert!(json.get("args_digest").is_none());
         let back: ReceiptClaims = serde_json::from_value(json).unwrap();
         assert_eq!(back, receipt);
     }

@@ -195,6 +195,7 @@ fn receipt_claims(payload: &ActionPayload, digest: String, now: i64) -> ReceiptC
         reason: "allowed".to_owned(),
         capability: payload.action.clone(),
         resource: payload.resource.clone(),
+        args_digest: payload.args_digest.clone(),
         envelope_sha256: digest,
         trust_score: Some(97.3),
         enforcement: "enforce".to_owned(),

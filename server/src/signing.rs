@@ -446,6 +446,7 @@ mod tests {
             reason: "allowed".to_owned(),
             capability: "email:send".to_owned(),
             resource: Some("bob@example.com".to_owned()),
+            args_digest: Some(format!("sha256:{}", "ef".repeat(32))),
             envelope_sha256: "ab".repeat(32),
             trust_score: Some(87.5),
             enforcement: "enforce".to_owned(),

@@ -39,7 +39,8 @@ struct AgentKeyView {
 /// Permission: none; the agent's signature is the credential. The answer is a
 /// decision (200) for every well-formed envelope of a known agent, allowed or not,
 /// recorded in the audit log before it is sent, with a receipt signed by the server.
-/// A malformed envelope is `400 invalid_envelope`; an unknown agent `404 not_found`.
+/// A malformed envelope is `400 invalid_envelope`; an unknown agent `404 not_found`;
+/// a body not sent as `Content-Type: application/json` is `415`.
 #[utoipa::path(
     operation_id = "verify_action",
     tag = "actions",
@@ -48,6 +49,8 @@ struct AgentKeyView {
         (status = 200, body = Decision),
         (status = 400, description = "invalid_envelope", body = agentid_protocol::ErrorBody),
         (status = 404, description = "unknown agent", body = agentid_protocol::ErrorBody),
+        (status = 413, description = "payload_too_large: the body is over the body limit", body = agentid_protocol::ErrorBody),
+        (status = 415, description = "unsupported_media_type: the body is not sent as `application/json`", body = agentid_protocol::ErrorBody),
         (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody),
         (status = 503, description = "database_unavailable: the decision log is saturated or unreachable", body = agentid_protocol::ErrorBody)
     )
@@ -168,7 +171,7 @@ pub async fn verify_action(
             pre,
             capability: action.clone(),
             resource: resource.clone(),
-            args_digest,
+            args_digest: args_digest.clone(),
             nonce,
             iat,
             envelope_sha256: envelope_sha256.clone(),
@@ -195,6 +198,7 @@ pub async fn verify_action(
                 reason: recorded.reason.as_str().to_owned(),
                 capability: action.clone(),
                 resource: resource.clone(),
+                args_digest,
                 envelope_sha256,
                 trust_score: recorded.trust_score,
                 enforcement: recorded.enforcement.as_str().to_owned(),

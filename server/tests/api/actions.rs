@@ -75,6 +75,8 @@ async fn granted_action_is_allowed_with_an_offline_receipt(backend: Backend) {
     assert_eq!(claims["sub"], agent.id.as_str());
     let parsed = agentid_protocol::ParsedEnvelope::parse(agent.sign(&payload).as_bytes()).unwrap();
     assert_eq!(claims["envelope_sha256"], parsed.digest());
+    // A relying party holding only the receipt can bind it to the arguments it runs.
+    assert_eq!(claims["args_digest"], payload.args_digest.clone().unwrap());
 
     // The decision is in the audit chain, at the position and with the hash the
     // receipt names, and the chain verifies.
