@@ -64,7 +64,7 @@ use agentid_server::clock::now_ms;
 use agentid_server::config::{DatabaseConfig, DatabaseUrl, SqliteSync};
 use agentid_server::db::{write_transaction, Database};
 use agentid_server::decisions::{
-    consume_nonce, CachedKey, Candidate, DecisionWriter, KeyCache, WriterSettings,
+    consume_nonce, CachedKey, Candidate, KeyCache, Writer, WriterSettings,
 };
 use agentid_server::error::ApiError;
 use agentid_server::metrics::Metrics;
@@ -353,7 +353,7 @@ impl Drop for Cleanup {
 
 /// What submitters share.
 struct Shared {
-    writer: DecisionWriter,
+    writer: Writer,
     org_id: String,
     /// `(agent id, key id)` of active agents holding a grant.
     agents: Vec<(String, String)>,
@@ -470,7 +470,7 @@ fn writer_env(backend: Backend, agents: usize) -> WriterEnv {
     db.migrate().expect("migrations");
     let (org_id, agents) = populate(&db, agents);
     let metrics = Metrics::new();
-    let writer = DecisionWriter::start(
+    let writer = Writer::start(
         db.clone(),
         WriterSettings {
             max_age_secs: 300,

@@ -736,8 +736,8 @@ pub fn issue_challenge(
 
 /// Spends a genuine challenge (checked by [`crate::challenges::Challenges::check`]):
 /// true for the first answer that names it, on any replica (a unique constraint
-/// decides), false for every later one. Spent challenges of the agent that have
-/// expired are dropped on the way; they could not be answered anyway.
+/// decides), false for every later one. Spent challenges are kept until they expire
+/// ([`prune_spent_challenges`]).
 pub fn spend_challenge(
     conn: &mut DbConn,
     agent_id: &str,
@@ -746,13 +746,6 @@ pub fn spend_challenge(
     expires_at: i64,
     now: i64,
 ) -> Result<bool, ApiError> {
-    diesel::delete(
-        agent_challenges::table
-            .filter(agent_challenges::agent_id.eq(agent_id))
-            .filter(agent_challenges::expires_at.le(now)),
-    )
-    .execute(conn)
-    .map_err(ApiError::internal)?;
     let query = diesel::insert_into(agent_challenges::table)
         .values((
             agent_challenges::id.eq(uuid::Uuid::new_v4().to_string()),
@@ -773,6 +766,21 @@ pub fn spend_challenge(
     Ok(inserted == 1)
 }
 
+/// Deletes at most `limit` spent challenges that have expired (they could not be
+/// answered anyway); returns how many.
+pub fn prune_spent_challenges(conn: &mut DbConn, now: i64, limit: i64) -> QueryResult<usize> {
+    let expired: Vec<String> = agent_challenges::table
+        .filter(agent_challenges::expires_at.le(now))
+        .select(agent_challenges::id)
+        .limit(limit)
+        .load(conn)?;
+    if expired.is_empty() {
+        return Ok(0);
+    }
+    diesel::delete(agent_challenges::table.filter(agent_challenges::id.eq_any(&expired)))
+        .execute(conn)
+}
+
 /// Marks a pending agent active after a verified proof of possession (an active
 /// agent stays active) and audits the proof.
 pub fn record_proof(
@@ -780,6 +788,7 @@ pub fn record_proof(
     agent: &Agent,
     ctx: &AuditCtx<'_>,
 ) -> Result<Agent, ApiError> {
+    let mut activated = false;
     if agent.status == AgentStatus::Pending {
         let changed = diesel::update(
             agents::table
@@ -793,16 +802,8 @@ pub fn record_proof(
         ))
         .execute(conn)
         .map_err(ApiError::internal)?;
-        if changed == 1 {
-            ctx.record(
-                conn,
-                &agent.org_id,
-                "agent.activated",
-                Some(("agent", &agent.id)),
-                Outcome::Success,
-                serde_json::json!({ "key_id": agent.key_id }),
-            )?;
-        } else {
+        activated = changed == 1;
+        if !activated {
             // Another proof activated it since we read it (two processes of one agent
             // starting together, each with its own challenge): this proof is as good,
             // as long as the agent is now active with the key it was made with.
@@ -819,14 +820,15 @@ pub fn record_proof(
             }
         }
     }
-    ctx.record(
-        conn,
-        &agent.org_id,
-        "agent.proof_verified",
-        Some(("agent", &agent.id)),
-        Outcome::Success,
-        serde_json::json!({ "key_id": agent.key_id }),
-    )?;
+    let target = Some(("agent", agent.id.as_str()));
+    let details = serde_json::json!({ "key_id": agent.key_id });
+    let mut events = Vec::with_capacity(2);
+    if activated {
+        events.push(ctx.event("agent.activated", target, Outcome::Success, details.clone()));
+    }
+    events.push(ctx.event("agent.proof_verified", target, Outcome::Success, details));
+    crate::audit::append_batch(conn, &agent.org_id, &events, ctx.now)
+        .map_err(ApiError::internal)?;
     get(conn, &agent.org_id, &agent.id)
 }
 

@@ -476,17 +476,12 @@ pub fn append_batch(
         .map_err(|e| DieselError::SerializationError(Box::new(e)))?;
     let count = events.len() as i64;
 
-    // First statement: take the head row lock and reserve `count` seqs.
-    let locked = diesel::update(audit_heads::table.find(org_id))
+    // First statement: take the head row lock (if the caller has not already) and
+    // reserve `count` seqs; one round trip.
+    let (last_seq, mut prev_hash): (i64, String) = diesel::update(audit_heads::table.find(org_id))
         .set(audit_heads::seq.eq(audit_heads::seq + count))
-        .execute(conn)?;
-    if locked == 0 {
-        return Err(DieselError::NotFound);
-    }
-    let (last_seq, mut prev_hash): (i64, String) = audit_heads::table
-        .find(org_id)
-        .select((audit_heads::seq, audit_heads::hash))
-        .first(conn)?;
+        .returning((audit_heads::seq, audit_heads::hash))
+        .get_result(conn)?;
 
     let mut rows = Vec::with_capacity(events.len());
     for (i, (event, details)) in events.iter().zip(details).enumerate() {

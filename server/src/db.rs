@@ -292,49 +292,20 @@ impl Database {
         .await
     }
 
-    /// Runs `f` in a write transaction for the organization `org_id` on a blocking
-    /// thread, inside the caller's tracing span, taking locks in the one order every
-    /// write path follows (docs/hot-path.md, "Lock order"):
+    /// Runs `f` in a write transaction on the calling (blocking) thread, taking locks
+    /// in the one order every write path follows (docs/hot-path.md, "Lock order"):
     ///
-    /// 1. on SQLite, the process's write turn ([`Database::write_gate`]), so writers
-    ///    queue fairly in-process instead of polling SQLite's lock with growing sleeps;
+    /// 1. on SQLite, the process's write turn ([`Database::write_gate`]), shared with
+    ///    the [`Checkpointer`];
     /// 2. a pooled connection;
     /// 3. the transaction (`BEGIN IMMEDIATE` on SQLite: the database's write lock);
-    /// 4. the organization's audit chain head ([`crate::audit::lock_chains`]; on
-    ///    PostgreSQL a row lock, on SQLite covered by step 3);
+    /// 4. the audit chain heads of `org_ids`, in sorted order
+    ///    ([`crate::audit::lock_chains`]; on PostgreSQL row locks, on SQLite covered by
+    ///    step 3);
     ///
-    /// and only then whatever rows `f` reads for update or writes. Everything an
-    /// organization's writers change is thereby ordered by its chain head, which is
-    /// also the order of its audit records: a change and a decision never wait on
-    /// each other in opposite orders, and a decision that follows a revocation in
-    /// the chain saw it.
-    pub async fn write<T, E, F>(&self, org_id: impl Into<String>, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<DbError> + From<diesel::result::Error> + Send + 'static,
-    {
-        let org_id: String = org_id.into();
-        self.blocking(caller_name::<F>(), move |db| {
-            db.write_now(&[org_id.as_str()], f)
-        })
-        .await
-    }
-
-    /// Like [`Database::write`] for a transaction that creates an organization (its
-    /// chain does not exist yet) or changes nothing of one: steps 1 to 3 only.
-    pub async fn write_unscoped<T, E, F>(&self, f: F) -> Result<T, E>
-    where
-        F: FnOnce(&mut DbConn) -> Result<T, E> + Send + 'static,
-        T: Send + 'static,
-        E: From<DbError> + From<diesel::result::Error> + Send + 'static,
-    {
-        self.blocking(caller_name::<F>(), move |db| db.write_now(&[], f))
-            .await
-    }
-
-    /// [`Database::write`] on the calling (blocking) thread, for the organizations
-    /// `org_ids` (their chain heads are locked in sorted order).
+    /// and only then whatever rows `f` reads for update or writes. The server's
+    /// writes all run here, on the writer thread (`crate::decisions::Writer`), which
+    /// batches them; commands that run and exit call it directly.
     pub fn write_now<T, E, F>(&self, org_ids: &[&str], f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConn) -> Result<T, E>,

@@ -3,7 +3,7 @@
 //!
 //! A request handler parses the envelope, verifies the signature and checks
 //! audience and freshness (all CPU work, no locks), then hands a [`Candidate`] to
-//! the [`DecisionWriter`] and waits. The writer takes everything that has queued up
+//! the [`Writer`] and waits. The writer takes everything that has queued up
 //! (up to [`MAX_BATCH`]) and, in one write transaction:
 //!
 //! 0. locks the audit chain heads of the batch's organizations, in sorted order,
@@ -152,11 +152,76 @@ struct Job {
     reply: oneshot::Sender<Result<Recorded, ApiError>>,
 }
 
-/// The handle handlers submit candidates through. Dropping the last handle stops the
-/// writer after it has answered what it holds.
+/// What the writer is given: a decision to make, or a change to record.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "decisions are the hot path: boxing them would allocate once more per action"
+)]
+enum Work {
+    Decide(Job),
+    Change(Box<dyn Change>),
+}
+
+/// A management change (suspension, registration, a grant, ...): a write whose
+/// closure runs in the writer's batch transaction, inside a savepoint of its own,
+/// and is answered after the commit. The writer takes the chain heads it names.
+trait Change: Send {
+    /// The organization whose chain head the change needs (none for a new one).
+    fn org(&self) -> Option<&str>;
+    /// Runs the change; false when it failed (its savepoint is then rolled back).
+    fn apply(&mut self, conn: &mut DbConn) -> bool;
+    /// Answers the caller: with what `apply` produced once the transaction that ran
+    /// it committed, or with `failure` when it did not.
+    fn answer(self: Box<Self>, failure: Option<ApiError>);
+}
+
+/// A change as submitted by [`Writer::write`].
+struct ChangeJob<T, F> {
+    org: Option<String>,
+    f: F,
+    result: Option<Result<T, ApiError>>,
+    span: tracing::Span,
+    reply: oneshot::Sender<Result<T, ApiError>>,
+}
+
+impl<T, F> Change for ChangeJob<T, F>
+where
+    T: Send + 'static,
+    F: FnMut(&mut DbConn) -> Result<T, ApiError> + Send + 'static,
+{
+    fn org(&self) -> Option<&str> {
+        self.org.as_deref()
+    }
+
+    fn apply(&mut self, conn: &mut DbConn) -> bool {
+        // Log lines of the change carry its request's id.
+        let _entered = self.span.enter();
+        let f = &mut self.f;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(conn)))
+            .unwrap_or_else(|_| Err(ApiError::internal("a change panicked in the writer")));
+        let ok = result.is_ok();
+        self.result = Some(result);
+        ok
+    }
+
+    fn answer(self: Box<Self>, failure: Option<ApiError>) {
+        let this = *self;
+        let answer = match failure {
+            Some(error) => Err(error),
+            None => this
+                .result
+                .unwrap_or_else(|| Err(ApiError::internal("a change was never applied"))),
+        };
+        // The caller may have gone (client disconnected): the change stands.
+        let _ = this.reply.send(answer);
+    }
+}
+
+/// The handle handlers submit candidates and changes through. Dropping the last
+/// handle stops the writer after it has answered what it holds.
 #[derive(Debug, Clone)]
-pub struct DecisionWriter {
-    tx: mpsc::Sender<Job>,
+pub struct Writer {
+    tx: mpsc::Sender<Work>,
 }
 
 impl std::fmt::Debug for Job {
@@ -167,56 +232,128 @@ impl std::fmt::Debug for Job {
     }
 }
 
-impl DecisionWriter {
+impl Writer {
     /// Starts the writer thread.
     pub fn start(
         db: Database,
         settings: WriterSettings,
         metrics: Arc<Metrics>,
-    ) -> std::io::Result<DecisionWriter> {
+    ) -> std::io::Result<Writer> {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         std::thread::Builder::new()
             .name("decision-writer".into())
             .spawn(move || run(db, settings, metrics, rx))?;
-        Ok(DecisionWriter { tx })
+        Ok(Writer { tx })
     }
 
     /// Decides and records `candidate`; returns once it is committed.
     pub async fn submit(&self, candidate: Candidate) -> Result<Recorded, ApiError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.try_send(Job { candidate, reply }).map_err(|_| {
-            ApiError::new(
-                ErrorCode::DatabaseUnavailable,
-                "The decision log is saturated; retry shortly.",
-            )
-        })?;
+        self.tx
+            .try_send(Work::Decide(Job { candidate, reply }))
+            .map_err(|_| saturated())?;
         answer
             .await
             .map_err(|_| ApiError::internal("the decision writer stopped"))?
     }
+
+    /// Runs `f` as a change to the organization `org_id` in the writer's next batch
+    /// transaction (group commit: one commit, and on PostgreSQL one chain-head lock,
+    /// for everything the batch holds), inside a savepoint of its own, after the
+    /// batch has locked `org_id`'s chain head (docs/hot-path.md, "Lock order"). An
+    /// error from `f` rolls back its savepoint only. Returns once the transaction
+    /// committed. `f` may run twice: if its batch fails as a whole, every change of
+    /// the batch is run again alone (nothing of the first run was committed).
+    pub async fn write<T, F>(&self, org_id: impl Into<String>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut DbConn) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.change(Some(org_id.into()), f).await
+    }
+
+    /// Like [`Writer::write`] for a change that creates an organization or writes no
+    /// organization's rows (no chain head to lock).
+    pub async fn write_unscoped<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut DbConn) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.change(None, f).await
+    }
+
+    async fn change<T, F>(&self, org: Option<String>, f: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnMut(&mut DbConn) -> Result<T, ApiError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = ChangeJob {
+            org,
+            f,
+            result: None,
+            span: tracing::Span::current(),
+            reply,
+        };
+        self.tx
+            .try_send(Work::Change(Box::new(job)))
+            .map_err(|_| saturated())?;
+        answer
+            .await
+            .map_err(|_| ApiError::internal("the writer stopped"))?
+    }
 }
 
-fn run(db: Database, settings: WriterSettings, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<Job>) {
+fn saturated() -> ApiError {
+    ApiError::new(
+        ErrorCode::DatabaseUnavailable,
+        "The writer is saturated; retry shortly.",
+    )
+}
+
+fn run(
+    db: Database,
+    settings: WriterSettings,
+    metrics: Arc<Metrics>,
+    mut rx: mpsc::Receiver<Work>,
+) {
     let mut last_prune = 0i64;
     let mut pruning = false;
     while let Some(first) = rx.blocking_recv() {
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_BATCH {
+        let mut work = vec![first];
+        while work.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(job) => jobs.push(job),
+                Ok(more) => work.push(more),
                 Err(_) => break,
             }
         }
-        metrics.observe_decision_batch(jobs.len());
+        metrics.observe_decision_batch(work.len());
+        let mut jobs = Vec::with_capacity(work.len());
+        let mut changes: Vec<Box<dyn Change>> = Vec::new();
+        for item in work {
+            match item {
+                Work::Decide(job) => jobs.push(job),
+                Work::Change(change) => changes.push(change),
+            }
+        }
         let now = crate::clock::now_ms();
         let candidates: Vec<&Candidate> = jobs.iter().map(|j| &j.candidate).collect();
-        let results = match decide_batch(&db, &candidates, now) {
-            Ok(results) => results,
-            Err(error) if jobs.len() > 1 => {
-                tracing::warn!(error = %error, batch = jobs.len(), "decision batch failed; deciding one by one");
+        let results = match record_batch(&db, &candidates, &mut changes, now) {
+            Ok(results) => {
+                for change in changes {
+                    change.answer(None);
+                }
+                results
+            }
+            Err(error) if jobs.len() + changes.len() > 1 => {
+                tracing::warn!(error = %error, batch = jobs.len() + changes.len(), "write batch failed; writing one by one");
+                for mut change in changes {
+                    let alone = record_batch(&db, &[], std::slice::from_mut(&mut change), now);
+                    change.answer(alone.err());
+                }
                 candidates
                     .iter()
-                    .map(|c| match decide_batch(&db, &[*c], now) {
+                    .map(|c| match record_batch(&db, &[*c], &mut [], now) {
                         Ok(mut one) => one
                             .pop()
                             .unwrap_or_else(|| Err(ApiError::internal("empty batch result"))),
@@ -224,7 +361,12 @@ fn run(db: Database, settings: WriterSettings, metrics: Arc<Metrics>, mut rx: mp
                     })
                     .collect()
             }
-            Err(error) => vec![Err(error)],
+            Err(error) => {
+                for change in changes {
+                    change.answer(Some(error.replicate()));
+                }
+                jobs.iter().map(|_| Err(error.replicate())).collect()
+            }
         };
         for (job, result) in jobs.into_iter().zip(results) {
             // The handler may have gone (client disconnected): the decision stands.
@@ -248,10 +390,27 @@ fn run(db: Database, settings: WriterSettings, metrics: Arc<Metrics>, mut rx: mp
     tracing::debug!("decision writer stopped");
 }
 
-/// Deletes at most `limit` consumed nonces whose issued-at is outside the freshness
-/// window (plus a minute), so they can never be accepted again anyway; returns how
-/// many it deleted. Holds the writer's turn like a batch (its transaction is short).
+/// One pruning step: at most `limit` consumed nonces whose issued-at is outside the
+/// freshness window (plus a minute), so they can never be accepted again anyway, and
+/// at most `limit` spent challenges past their expiry; returns how many of each kind
+/// the fuller one deleted (a step below `limit` means nothing expired is left).
 fn prune_nonces(
+    db: &Database,
+    settings: WriterSettings,
+    now_ms: i64,
+    limit: i64,
+) -> Result<usize, ApiError> {
+    let nonces = prune_nonce_step(db, settings, now_ms, limit)?;
+    let challenges = db.write_now(&[], |conn| {
+        crate::agents::prune_spent_challenges(conn, now_ms, limit).map_err(ApiError::internal)
+    })?;
+    Ok(nonces.max(challenges))
+}
+
+/// Deletes at most `limit` consumed nonces whose issued-at is outside the freshness
+/// window (plus a minute). Holds the writer's turn like a batch (its transaction is
+/// short).
+fn prune_nonce_step(
     db: &Database,
     settings: WriterSettings,
     now_ms: i64,
@@ -323,28 +482,61 @@ struct AgentDelta {
     bad_signatures: i64,
 }
 
-fn decide_batch(
+/// One transaction for a batch: the changes, each in a savepoint of its own, then the
+/// decisions. Nothing is answered here; an error means nothing was committed.
+fn record_batch(
     db: &Database,
     candidates: &[&Candidate],
+    changes: &mut [Box<dyn Change>],
     now: i64,
 ) -> Result<Vec<Result<Recorded, ApiError>>, ApiError> {
     // Exported when traces are (telemetry.rs); otherwise a disabled debug span.
-    let span = tracing::debug_span!("decision.batch", batch.size = candidates.len());
+    let span = tracing::debug_span!(
+        "decision.batch",
+        batch.size = candidates.len(),
+        batch.changes = changes.len()
+    );
     let _entered = span.enter();
     // A bug must cost its batch (rolled back, answered 500), never the writer thread:
     // without the thread no decision could be made until a restart.
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // Every organization of the batch: their chain heads are locked first, in
-        // sorted order, before any agent is read (docs/hot-path.md, "Lock order").
+        // sorted order, before anything is read (docs/hot-path.md, "Lock order").
         let orgs: Vec<&str> = candidates
             .iter()
             .map(|c| c.org_id.as_str())
+            .chain(changes.iter().filter_map(|c| c.org()))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        db.write_now(&orgs, |conn| decide_in(conn, candidates, now))
+        // The changes borrow nothing of `orgs` beyond this call.
+        let orgs: Vec<String> = orgs.into_iter().map(str::to_owned).collect();
+        let orgs: Vec<&str> = orgs.iter().map(String::as_str).collect();
+        db.write_now(&orgs, |conn| {
+            for change in changes.iter_mut() {
+                apply_in_savepoint(conn, change.as_mut())?;
+            }
+            if candidates.is_empty() {
+                return Ok(Vec::new());
+            }
+            decide_in(conn, candidates, now)
+        })
     }))
-    .unwrap_or_else(|_| Err(ApiError::internal("the decision batch panicked")))
+    .unwrap_or_else(|_| Err(ApiError::internal("the write batch panicked")))
+}
+
+/// Applies `change` inside a savepoint: its failure rolls back its own writes only.
+/// Fails (and so fails the batch) only if the savepoint itself cannot be managed.
+fn apply_in_savepoint(conn: &mut DbConn, change: &mut dyn Change) -> Result<(), ApiError> {
+    use diesel::connection::SimpleConnection;
+    conn.batch_execute("SAVEPOINT agentid_change")
+        .map_err(ApiError::internal)?;
+    if !change.apply(conn) {
+        conn.batch_execute("ROLLBACK TO SAVEPOINT agentid_change")
+            .map_err(ApiError::internal)?;
+    }
+    conn.batch_execute("RELEASE SAVEPOINT agentid_change")
+        .map_err(ApiError::internal)
 }
 
 fn decide_in(
@@ -955,6 +1147,67 @@ mod tests {
         assert_eq!(nonces_left(&t), 5, "the fresh nonces stay");
         // The nonces still inside the window still count as used.
         assert!(!consume_nonce(&mut t.conn(), "agent", "fresh-0", horizon).unwrap());
+    }
+
+    /// Spent challenges are kept while they could still be answered (so a second
+    /// answer is refused) and pruned, a bounded step at a time, once expired.
+    fn prunes_spent_challenges_once_expired(backend: Backend) {
+        use diesel::connection::SimpleConnection;
+        let t = TestDb::new(backend);
+        let org = t.org();
+        let now_ms = 10_000_000_000;
+        t.conn()
+            .batch_execute(&format!(
+                "INSERT INTO users (id, org_id, email, password_hash, role, created_at, updated_at) \
+                 VALUES ('u', '{org}', 'u@example.com', 'x', 'owner', 0, 0); \
+                 INSERT INTO agents (id, org_id, name, description, owner_id, status, did, key_id, \
+                 public_key, requested_capabilities, metadata, created_by, created_at, updated_at) \
+                 VALUES ('a', '{org}', 'a', '', 'u', 'active', 'd', 'k', 'p', '[]', '{{}}', 'u', 0, 0);"
+            ))
+            .unwrap();
+        for i in 0..15 {
+            let expires = if i < 12 { now_ms - 1 } else { now_ms + 60_000 };
+            let spent = crate::agents::spend_challenge(
+                &mut t.conn(),
+                "a",
+                &format!("c{i}"),
+                "aud",
+                expires,
+                0,
+            )
+            .unwrap();
+            assert!(spent);
+        }
+        let left = || -> i64 {
+            crate::schema::agent_challenges::table
+                .count()
+                .get_result(&mut *t.conn())
+                .unwrap()
+        };
+        let steps: Vec<usize> = (0..3)
+            .map(|_| prune_nonces(&t.db, SETTINGS, now_ms, 10).unwrap())
+            .collect();
+        assert_eq!(steps, [10, 2, 0]);
+        assert_eq!(left(), 3, "the unexpired stay");
+        assert!(!crate::agents::spend_challenge(
+            &mut t.conn(),
+            "a",
+            "c13",
+            "aud",
+            now_ms + 60_000,
+            0
+        )
+        .unwrap());
+    }
+
+    #[test]
+    fn prunes_spent_challenges_once_expired_sqlite() {
+        prunes_spent_challenges_once_expired(Backend::Sqlite);
+    }
+
+    #[test]
+    fn prunes_spent_challenges_once_expired_postgres() {
+        prunes_spent_challenges_once_expired(Backend::Postgres);
     }
 
     #[test]

@@ -50,6 +50,17 @@ impl ApiError {
         }
     }
 
+    /// The same answer for another caller (a batch failure answered to each of its
+    /// members): same code, message and retry hint, the cause kept as text.
+    pub fn replicate(&self) -> ApiError {
+        ApiError {
+            code: self.code,
+            message: self.message.clone(),
+            cause: self.cause.as_ref().map(|c| c.to_string().into()),
+            retry_after_secs: self.retry_after_secs,
+        }
+    }
+
     /// Attaches a cause for the log without changing what the client sees.
     pub fn with_cause(
         mut self,

@@ -18,7 +18,7 @@ use crate::auth::limiter::{LimiterConfig, LoginLimiter};
 use crate::auth::tokens::AccessTokens;
 use crate::config::{Config, SecretSource};
 use crate::db::{Checkpointer, Database, DbError};
-use crate::decisions::{DecisionWriter, KeyCache, WriterSettings};
+use crate::decisions::{KeyCache, Writer, WriterSettings};
 use crate::http::middleware::{envelope, HttpSettings};
 use crate::http::{self, RouteTable};
 use crate::metrics::Metrics;
@@ -38,8 +38,9 @@ pub struct AppState {
     pub login_limiter: LoginLimiter,
     /// The server's own signing keys (agent tokens, receipts, JWKS).
     pub signing: KeyRing,
-    /// The single writer that records signed-action decisions.
-    pub decisions: DecisionWriter,
+    /// The single writer that records signed-action decisions and every change,
+    /// batched (docs/hot-path.md).
+    pub writer: Writer,
     /// Agents' current keys, for verifying without a database round trip.
     pub key_cache: KeyCache,
     /// Request rate limits (in-process, or shared through Redis).
@@ -148,7 +149,7 @@ impl Application {
             config.signing_key_rotation_secs,
             config.agent_token_ttl_secs.max(config.receipt_ttl_secs),
         );
-        let decisions = DecisionWriter::start(
+        let writer = Writer::start(
             db.clone(),
             WriterSettings {
                 max_age_secs: config.action_max_age_secs,
@@ -159,7 +160,7 @@ impl Application {
         .map_err(StartError::Writer)?;
         let state = web::Data::new(AppState {
             signing,
-            decisions,
+            writer,
             key_cache: KeyCache::default(),
             key_touches: Default::default(),
             challenges: crate::challenges::Challenges::new(

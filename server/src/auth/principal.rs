@@ -215,14 +215,14 @@ fn session_principal(
 
 /// Records that an API key was used, off the request's path: `last_used_at` is
 /// informational, and on SQLite a write waits for its turn behind the decision writer.
-/// A single-row update that holds no other lock (docs/hot-path.md, "Lock order").
+/// A single-row update, batched by the writer like every write.
 fn touch_api_key(state: &AppState, key_id: String, now: i64) {
     use tracing::Instrument;
-    let db = state.db.clone();
+    let writer = state.writer.clone();
     let span = tracing::Span::current();
     actix_web::rt::spawn(
         async move {
-            let touched = db
+            let touched = writer
                 .write_unscoped(move |conn| {
                     diesel::update(api_keys::table.filter(api_keys::id.eq(&key_id)))
                         .filter(

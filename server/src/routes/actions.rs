@@ -163,7 +163,7 @@ pub async fn verify_action(
         ..
     } = payload;
     let recorded = state
-        .decisions
+        .writer
         .submit(Candidate {
             org_id: view.org_id.clone(),
             agent_id: agent_id.clone(),

@@ -191,7 +191,7 @@ pub async fn create_agent(
     let org_id = principal.org_id.clone();
     let retry = new.clone();
     let registered = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             agents::register(conn, &principal.org_id, principal.user_id(), &new, &ctx)
@@ -307,7 +307,7 @@ pub async fn update_agent(
     } = body.into_inner();
     let now = crate::clock::now_ms();
     let agent = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             agents::update(
@@ -315,9 +315,9 @@ pub async fn update_agent(
                 &principal.org_id,
                 &agent_id,
                 AgentChanges {
-                    description,
-                    metadata,
-                    owner_id,
+                    description: description.clone(),
+                    metadata: metadata.clone(),
+                    owner_id: owner_id.clone(),
                 },
                 &ctx,
             )
@@ -336,7 +336,7 @@ async fn change_status(
     let reason = body.and_then(|b| b.into_inner().reason);
     let now = crate::clock::now_ms();
     let agent = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             agents::transition(
@@ -575,7 +575,7 @@ pub async fn verify_agent_challenge(
     };
 
     let agent = state
-        .db
+        .writer
         .write(agent.org_id.clone(), move |conn| {
             let ctx = AuditCtx {
                 actor_type: ActorType::Agent,
@@ -716,7 +716,7 @@ pub async fn rotate_agent_key(
     limit_agent_budget(&req, &state, Class::AgentAuth, &agent.id).await?;
     let request_id = request_id(&req);
     let agent = state
-        .db
+        .writer
         .write(agent.org_id.clone(), move |conn| {
             let fresh =
                 crate::decisions::consume_nonce(conn, &agent.id, &payload.nonce, payload.iat)

@@ -214,7 +214,7 @@ pub async fn acknowledge_alert(
     let AcknowledgeAlertRequest {} = optional_body(&req, &body)?;
     let now = crate::clock::now_ms();
     let alert = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             alerts::acknowledge(conn, &principal.org_id, &id, &ctx)
@@ -258,7 +258,7 @@ pub async fn resolve_alert(
     let ResolveAlertRequest { note } = optional_body(&req, &body)?;
     let now = crate::clock::now_ms();
     let alert = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             let alert = alerts::resolve(conn, &principal.org_id, &id, note.as_deref(), &ctx)?;

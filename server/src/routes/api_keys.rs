@@ -98,7 +98,7 @@ pub async fn create_api_key(
         .take(SHOWN_PREFIX_LEN)
         .collect();
     let api_key = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             accounts::insert_api_key(
@@ -167,7 +167,7 @@ pub async fn delete_api_key(
     let id = id.into_inner();
     let now = crate::clock::now_ms();
     state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let mine = (!principal.permissions.contains(Permission::UsersManage))
                 .then(|| principal.user_id().to_owned());

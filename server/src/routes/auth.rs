@@ -207,7 +207,7 @@ pub async fn login(
                     "wrong password"
                 };
                 state
-                    .db
+                    .writer
                     .write(a.org_id.clone(), move |conn| {
                         let ctx = AuditCtx { actor_type: ActorType::User, actor_id: Some(&a.user_id), request_id: request_id.as_deref(), now };
                         ctx.record(conn, &a.org_id, "auth.login.failed", Some(("user", &a.user_id)), Outcome::Failure, serde_json::json!({ "reason": reason, "client_address": client.client_address }))
@@ -223,7 +223,7 @@ pub async fn login(
     };
     attempt.succeeded(Instant::now());
     let pair = state
-        .db
+        .writer
         .write(account.org_id.clone(), {
             let state = state.clone();
             move |conn| {
@@ -294,7 +294,7 @@ pub async fn refresh(
         return Err(unauthorized());
     };
     let result = state
-        .db
+        .writer
         .write(org_id, move |conn| {
             match accounts::spend_refresh_token(conn, &hash, now)? {
                 RefreshOutcome::Rotated {
@@ -372,7 +372,7 @@ pub async fn logout(
     let (user_id, session_id) = (user_id.to_owned(), session_id.to_owned());
     let now = crate::clock::now_ms();
     state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             accounts::revoke_family(conn, &session_id, now)?;
             let ctx = AuditCtx {
@@ -439,7 +439,7 @@ pub async fn delete_session(
     let family = id.into_inner();
     let now = crate::clock::now_ms();
     state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             if !accounts::revoke_own_session(conn, &user_id, &family, now)? {
                 return Err(ApiError::not_found());
@@ -519,7 +519,7 @@ pub async fn change_password(
     };
     let now = crate::clock::now_ms();
     let revoked = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = AuditCtx {
                 actor_type: ActorType::User,

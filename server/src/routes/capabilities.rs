@@ -134,7 +134,7 @@ pub async fn create_capability(
     };
     let now = crate::clock::now_ms();
     let capability = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             domain::create_capability(conn, &principal.org_id, &new, principal.user_id(), &ctx)
@@ -218,7 +218,7 @@ pub async fn update_capability(
     }
     let now = crate::clock::now_ms();
     let capability = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             domain::update_capability(conn, &principal.org_id, &name, &changes, &ctx)
@@ -269,7 +269,7 @@ pub async fn grant_capability(
         now,
     )?;
     let grant = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             domain::grant_capability(
@@ -346,7 +346,7 @@ pub async fn revoke_agent_grant(
     uuid_path(&grant_id)?;
     let now = crate::clock::now_ms();
     let grant = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             domain::revoke_grant(
@@ -412,7 +412,7 @@ pub async fn replace_enforcement_mode(
     let mode = body.into_inner().mode;
     let now = crate::clock::now_ms();
     let changed = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             domain::set_enforcement_mode(conn, &principal.org_id, mode, &ctx)

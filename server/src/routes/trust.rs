@@ -111,7 +111,7 @@ pub async fn create_agent_attestation(
     let AttestationRequest { value, comment } = body.into_inner();
     let now = crate::clock::now_ms();
     let report = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             trust_store::attest(conn, &principal.org_id, &agent_id, value, &comment, &ctx)
@@ -168,7 +168,7 @@ pub async fn replace_trust_policy(
     let policy = body.into_inner().into_policy()?;
     let now = crate::clock::now_ms();
     let policy = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let ctx = principal.audit_ctx(now);
             trust_store::set_policy(conn, &principal.org_id, policy, &ctx)

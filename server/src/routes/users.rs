@@ -144,7 +144,7 @@ pub async fn create_user(
         .map_err(ApiError::internal)?;
     let now = crate::clock::now_ms();
     let user = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             if !caller_role(&principal, conn)?.may_assign(role) {
                 return Err(ApiError::new(
@@ -184,7 +184,7 @@ pub async fn update_user(
     let UpdateUserRequest { role, disabled } = body.into_inner();
     let now = crate::clock::now_ms();
     let user = state
-        .db
+        .writer
         .write(principal.org_id.clone(), move |conn| {
             let target = accounts::get_user(conn, &principal.org_id, &id)?;
             if target.id == principal.user_id() {
