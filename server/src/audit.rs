@@ -410,8 +410,8 @@ pub fn init_chain(conn: &mut DbConn, org_id: &str) -> QueryResult<()> {
 /// Locks the chain heads of `org_ids` until the transaction ends, in sorted order,
 /// so two transactions that need several heads never wait on each other in opposite
 /// orders. Every write path calls it first, before touching any other row
-/// (docs/hot-path.md, "Lock order"); [`crate::db::Database::write`] does it for the
-/// management paths and the decision writer for its batches. On SQLite it does
+/// (docs/hot-path.md, "Lock order"); [`crate::db::Database::write_now`] does it for
+/// every batch of the writer and for commands. On SQLite it does
 /// nothing: the transaction's `BEGIN IMMEDIATE` already holds the database's one
 /// write lock. An organization without a chain locks nothing (its appends fail).
 pub fn lock_chains(conn: &mut DbConn, org_ids: &[&str]) -> QueryResult<()> {
