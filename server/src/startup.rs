@@ -59,11 +59,21 @@ pub enum StartError {
     RateLimits(#[from] crate::ratelimit::RedisSetupError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::http::tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}; {}", bind_hint(source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// What to do about a failed bind, naming the variable that sets the address.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process holds this port: stop it, or set AGENTID_LISTEN to another address and port (port 0 picks a free one)"
+        }
+        _ => "the address comes from AGENTID_LISTEN",
+    }
 }
 
 /// A server bound to its address, not yet running.
