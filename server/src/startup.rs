@@ -195,7 +195,9 @@ impl Application {
                 .app_data(web::PayloadConfig::new(config.body_limit))
                 .configure(routes::configure)
                 .split_for_parts();
-            app.route("/docs", web::get().to(routes::docs::docs_index))
+            app.route("/", web::get().to(routes::docs::root))
+                .route("/", web::head().to(routes::docs::root))
+                .route("/docs", web::get().to(routes::docs::docs_index))
                 .route("/docs/", web::get().to(routes::docs::docs_index))
                 .route("/docs/{file}", web::get().to(routes::docs::docs_asset))
                 .default_service(web::to(http::fallback))
