@@ -23,6 +23,7 @@ mod operations;
 mod people;
 mod process;
 mod ratelimit;
+mod readme;
 mod tls;
 mod tracing;
 mod trust;
