@@ -18,6 +18,7 @@ mod durability;
 mod errors;
 mod foundation;
 mod jwks;
+mod loadtests;
 mod openapi;
 mod operations;
 mod people;
