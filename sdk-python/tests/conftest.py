@@ -100,8 +100,8 @@ def start_server(tmp: Path) -> Server:
     binary = server_binary()
     data_dir = tmp / "data"
     data_dir.mkdir(parents=True)
-    # The server refuses unknown AGENTID_* variables, and the SDK's own
-    # (AGENTID_URL, ...) may be set in the caller's environment.
+    # The server is configured by this harness alone, whatever AGENTID_* variables
+    # the caller's environment holds.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTID_")}
     env.update(
         AGENTID_LISTEN="127.0.0.1:0",

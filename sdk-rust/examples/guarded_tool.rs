@@ -1,7 +1,7 @@
 //! A guarded tool: the tool runs only when the server allows this exact call.
 //!
 //! ```sh
-//! AGENTID_URL=http://127.0.0.1:8080 AGENTID_API_KEY=aid_... \
+//! AGENTID_URL=http://127.0.0.1:8080 AGENTID_API_KEY=agentid_sk_... \
 //!     cargo run -p agentid --example guarded_tool
 //! ```
 //!

@@ -3,7 +3,7 @@
 //! the server's signed receipt.
 //!
 //! ```sh
-//! AGENTID_URL=http://127.0.0.1:8080 AGENTID_API_KEY=aid_... \
+//! AGENTID_URL=http://127.0.0.1:8080 AGENTID_API_KEY=agentid_sk_... \
 //!     cargo run -p agentid --example relying_party
 //! ```
 //!

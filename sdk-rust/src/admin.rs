@@ -242,7 +242,7 @@ pub struct Session {
 ///
 /// ```no_run
 /// # async fn demo() -> Result<(), agentid::Error> {
-/// let admin = agentid::AdminClient::new("http://127.0.0.1:8080", "aid_...")?;
+/// let admin = agentid::AdminClient::new("http://127.0.0.1:8080", "agentid_sk_...")?;
 /// let agent = admin.find_agent("my-agent").await?.expect("registered");
 /// admin.grant_capability(&agent.id, "email:send", Some("*@example.com"), None).await?;
 /// # Ok(()) }

@@ -21,7 +21,7 @@ use crate::{AgentBuilder, Error};
 ///
 /// ```no_run
 /// let runtime = agentid::blocking::Runtime::new()?;
-/// let admin = agentid::AdminClient::new("http://127.0.0.1:8080", "aid_...")?;
+/// let admin = agentid::AdminClient::new("http://127.0.0.1:8080", "agentid_sk_...")?;
 /// // Any SDK future can be run to completion on it.
 /// let agents = runtime.block_on(admin.list_agents(&Default::default()))?;
 /// # Ok::<(), agentid::Error>(())

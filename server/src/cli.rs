@@ -287,7 +287,10 @@ fn create_owner(org: &str, email: &str) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    eprintln!("Password for {email} (one line on standard input):");
+    // A person at a terminal is asked; a pipe or a file is simply read.
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!("Password for {email} (one line on standard input):");
+    }
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
         eprintln!("agentid-server: could not read the password from standard input");

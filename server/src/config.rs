@@ -5,7 +5,7 @@
 //! that names the offending variable; the server never starts half-configured.
 //! Secrets live in [`SecretString`] and are masked wherever configuration is shown.
 //! Unknown `AGENTID_*` variables are refused, so a typo cannot silently fall back to
-//! a default.
+//! a default; the SDKs' own variables ([`SDK_VARIABLES`]) are accepted and ignored.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -196,6 +196,23 @@ pub const VARIABLES: &[(&str, &str, &str)] = &[
     ("AGENTID_OTLP_ENDPOINT", "(none: nothing is exported)", "OpenTelemetry collector base URL for trace export over OTLP/HTTP (protobuf), e.g. `http://collector:4318` (spans are posted to `/v1/traces`). See docs/tls-and-tracing.md."),
 ];
 
+/// Variables the agentid SDKs read (Rust and Python), with what they hold. A shell
+/// that runs an agent and the server holds them both, so the server accepts them
+/// and ignores them; any other unknown `AGENTID_*` name is still refused as a typo.
+/// A test checks this list against every `AGENTID_*` name in the SDKs' sources.
+pub const SDK_VARIABLES: &[(&str, &str)] = &[
+    ("AGENTID_URL", "the server's URL, for the SDKs"),
+    (
+        "AGENTID_API_KEY",
+        "an API key the SDKs register agents with",
+    ),
+    ("AGENTID_KEY_DIR", "the SDKs' agent key directory"),
+    (
+        "AGENTID_KEY_PASSPHRASE",
+        "the passphrase of the SDKs' agent key files",
+    ),
+];
+
 impl Config {
     /// Reads the configuration from the process environment, after loading `.env`
     /// from the working directory if there is one.
@@ -221,6 +238,7 @@ impl Config {
         let vars: BTreeMap<String, String> = vars
             .into_iter()
             .filter(|(k, _)| k.starts_with("AGENTID_") || k == "DATABASE_URL" || k == "REDIS_URL")
+            .filter(|(k, _)| !SDK_VARIABLES.iter().any(|(name, _)| name == k))
             .collect();
         for key in vars.keys() {
             if !VARIABLES.iter().any(|(name, _, _)| name == key) {
@@ -1028,6 +1046,92 @@ mod tests {
     fn unknown_variables_are_refused() {
         let msg = err(&[("AGENTID_LISTN", "127.0.0.1:1")]);
         assert!(msg.contains("AGENTID_LISTN"), "{msg}");
+        // A near miss of an SDK variable is a typo too.
+        let msg = err(&[("AGENTID_API_KEYS", "agentid_sk_x")]);
+        assert!(msg.contains("AGENTID_API_KEYS"), "{msg}");
+    }
+
+    #[test]
+    fn the_sdks_variables_are_accepted_and_ignored() {
+        // One shell runs the server and an agent: the SDKs' settings are not typos.
+        let secret = "k".repeat(40);
+        let plain = [
+            ("AGENTID_LISTEN", "127.0.0.1:9"),
+            ("AGENTID_SECRET_KEY", secret.as_str()),
+        ];
+        let mut pairs = plain.to_vec();
+        pairs.extend(SDK_VARIABLES.iter().map(|(name, _)| (*name, "x")));
+        let with = Config::from_vars(vars(&pairs)).unwrap();
+        let without = Config::from_vars(vars(&plain)).unwrap();
+        assert_eq!(with.describe(), without.describe());
+        for name in [
+            "AGENTID_URL",
+            "AGENTID_API_KEY",
+            "AGENTID_KEY_DIR",
+            "AGENTID_KEY_PASSPHRASE",
+        ] {
+            assert!(
+                SDK_VARIABLES.iter().any(|(n, _)| *n == name),
+                "{name} is not an SDK variable"
+            );
+        }
+    }
+
+    /// Every `AGENTID_*` name in the SDKs' sources (Rust SDK, Python binding and
+    /// package) is a server variable or an SDK variable, and every SDK variable is
+    /// still read by an SDK: the list cannot drift from what the SDKs read.
+    #[test]
+    fn sdk_variables_match_what_the_sdks_read() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut found = std::collections::BTreeSet::new();
+        let mut stack: Vec<PathBuf> = ["sdk-rust/src", "sdk-python/src", "sdk-python/python"]
+            .iter()
+            .map(|dir| root.join(dir))
+            .collect();
+        let mut files = 0;
+        while let Some(path) = stack.pop() {
+            if path.is_dir() {
+                for entry in std::fs::read_dir(&path).unwrap() {
+                    stack.push(entry.unwrap().path());
+                }
+                continue;
+            }
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !["rs", "py", "pyi"].contains(&ext) {
+                continue;
+            }
+            files += 1;
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (at, _) in text.match_indices("AGENTID_") {
+                let name: String = text[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                let name = name.trim_end_matches('_');
+                if name.len() > "AGENTID_".len() - 1 && name != "AGENTID" {
+                    found.insert((name.to_owned(), path.display().to_string()));
+                }
+            }
+        }
+        assert!(
+            files > 10,
+            "the SDK sources were not found under {}",
+            root.display()
+        );
+        for (name, file) in &found {
+            let known = VARIABLES.iter().any(|(n, _, _)| n == name)
+                || SDK_VARIABLES.iter().any(|(n, _)| n == name);
+            assert!(
+                known,
+                "{file} reads {name}, which the server would refuse: add it to SDK_VARIABLES"
+            );
+        }
+        for (name, _) in SDK_VARIABLES {
+            assert!(
+                found.iter().any(|(n, _)| n == name),
+                "{name} is in SDK_VARIABLES but no SDK source names it"
+            );
+        }
     }
 
     #[test]

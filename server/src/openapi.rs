@@ -15,8 +15,20 @@ use crate::routes;
 #[openapi(
     info(
         title = "agentid",
-        description = "Identity and trust verification for AI agents. Every error answers \
-            `{\"error\":{\"code\",\"message\",\"request_id\"}}` with a stable code; see docs/errors.md.",
+        description = "Identity and trust verification for AI agents.\n\n\
+            **The first account.** There is no sign-up endpoint: the first organization and \
+            its owner are created on the server's machine with \
+            `agentid-server admin create-owner --org NAME --email EMAIL` (the password is \
+            read from standard input). The owner logs in with `POST /api/v1/auth/login` \
+            (a short-lived access token) and creates API keys for programs and agents with \
+            `POST /api/v1/api-keys` (`agentid_sk_...`, shown once). The README's \
+            \"First hour\" walks through it.\n\n\
+            **Authorize.** Paste an access token or an API key into **bearer** (sent as \
+            `Authorization: Bearer ...`); **api_key** takes an API key only (sent as \
+            `X-API-Key`). One of them is enough. Signed actions, challenges and key \
+            rotations need neither: the agent's signature is the credential.\n\n\
+            Every error answers `{\"error\":{\"code\",\"message\",\"request_id\"}}` with a \
+            stable code; see docs/errors.md.",
         license(name = "Apache-2.0")
     ),
     tags(

@@ -64,11 +64,21 @@ pub enum StartError {
     RateLimits(#[from] crate::ratelimit::RedisSetupError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::http::tls::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {source}; {}", bind_hint(source))]
     Bind {
         addr: SocketAddr,
         source: std::io::Error,
     },
+}
+
+/// What to do about a failed bind, naming the variable that sets the address.
+fn bind_hint(error: &std::io::Error) -> &'static str {
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            "another process holds this port: stop it, or set AGENTID_LISTEN to another address and port (port 0 picks a free one)"
+        }
+        _ => "the address comes from AGENTID_LISTEN",
+    }
 }
 
 /// A server bound to its address, not yet running.
@@ -195,7 +205,9 @@ impl Application {
                 .app_data(web::PayloadConfig::new(config.body_limit))
                 .configure(routes::configure)
                 .split_for_parts();
-            app.route("/docs", web::get().to(routes::docs::docs_index))
+            app.route("/", web::get().to(routes::docs::root))
+                .route("/", web::head().to(routes::docs::root))
+                .route("/docs", web::get().to(routes::docs::docs_index))
                 .route("/docs/", web::get().to(routes::docs::docs_index))
                 .route("/docs/{file}", web::get().to(routes::docs::docs_asset))
                 .default_service(web::to(http::fallback))

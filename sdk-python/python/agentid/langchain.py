@@ -1,6 +1,7 @@
 """LangChain integration: every tool call is verified by agentid before it runs.
 
-Install with ``pip install "agentid[langchain]"``. Wrap the tools you give a model
+Install with ``pip install "agentid-client[langchain]"`` (from a checkout:
+``pip install "./sdk-python[langchain]"``). Wrap the tools you give a model
 or an agent::
 
     from agentid import secure
@@ -32,7 +33,10 @@ import re
 from typing import Any, Callable, Dict, Iterable, List, Literal, Mapping, Optional, Union
 
 if importlib.util.find_spec("langchain_core") is None:  # pragma: no cover - installation
-    raise ImportError('agentid.langchain needs langchain-core: pip install "agentid[langchain]"')
+    raise ImportError(
+        'agentid.langchain needs langchain-core: pip install "langchain-core>=0.3" '
+        '(the extra "agentid-client[langchain]" installs it)'
+    )
 
 from langchain_core.callbacks import AsyncCallbackManagerForToolRun, CallbackManagerForToolRun
 from langchain_core.runnables import RunnableConfig

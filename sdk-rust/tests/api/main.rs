@@ -16,10 +16,6 @@ mod secure;
 mod vectors;
 mod verify;
 
-#[path = "../../examples/quickstart.rs"]
-#[expect(dead_code, reason = "the example's `main` is not called by the tests")]
-mod quickstart_example;
-
 #[path = "../../examples/guarded_tool.rs"]
 #[expect(dead_code, reason = "the example's `main` is not called by the tests")]
 mod guarded_tool_example;

@@ -209,3 +209,22 @@ async fn the_token_is_renewed_before_it_expires() {
         assert_eq!(claims.exp - claims.iat, 60);
     }
 }
+
+/// A shell that runs an agent and the server holds the SDK's variables: the server
+/// accepts each of them rather than refusing it as a misspelt setting.
+#[test]
+fn the_server_accepts_every_variable_the_sdk_reads() {
+    for name in [
+        agentid::ENV_URL,
+        agentid::ENV_API_KEY,
+        agentid::ENV_KEY_DIR,
+        agentid::ENV_KEY_PASSPHRASE,
+    ] {
+        assert!(
+            agentid_server::config::SDK_VARIABLES
+                .iter()
+                .any(|(n, _)| *n == name),
+            "{name} is not in the server's SDK_VARIABLES"
+        );
+    }
+}

@@ -80,6 +80,14 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render(&state.db))
 }
 
+/// `GET /` (and `HEAD /`): a temporary redirect to the interactive documentation,
+/// so a person who opens the server's address lands somewhere useful.
+pub async fn root() -> HttpResponse {
+    HttpResponse::TemporaryRedirect()
+        .insert_header((header::LOCATION, "/docs"))
+        .finish()
+}
+
 /// `GET /docs`: the interactive API documentation.
 pub async fn docs_index() -> HttpResponse {
     serve_asset("index.html").unwrap_or_else(|_| HttpResponse::NotFound().finish())

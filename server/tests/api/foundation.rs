@@ -191,3 +191,35 @@ async fn metrics_are_labelled_by_route_template() {
     assert!(text.contains("agentid_db_pool_max_connections 4"), "{text}");
     assert!(text.contains("agentid_db_pool_connections "));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_leads_to_the_docs() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let response = client
+            .request(method.clone(), app.url("/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 307, "{method}");
+        assert_eq!(response.headers()["location"], "/docs", "{method}");
+        assert_eq!(
+            response.headers()["x-content-type-options"],
+            "nosniff",
+            "{method}"
+        );
+    }
+    // Followed, it is the interactive documentation.
+    let page = app.get("/").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("swagger-ui"));
+    // Only reading the root is a route; anything else is the usual envelope.
+    let post = client.post(app.url("/")).send().await.unwrap();
+    assert_eq!(post.status(), 404);
+    let body: serde_json::Value = post.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+}

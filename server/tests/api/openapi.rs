@@ -79,3 +79,31 @@ fn every_schema_reference_resolves() {
         );
     }
 }
+
+/// Someone who opens the docs first learns where the first account comes from and
+/// which Authorize box takes which credential; every scheme it names exists.
+#[test]
+fn the_description_says_how_to_start_and_how_to_authorize() {
+    let document: serde_json::Value =
+        serde_json::from_str(&agentid_server::openapi::document_json()).unwrap();
+    let description = document["info"]["description"].as_str().unwrap();
+    for needed in [
+        "agentid-server admin create-owner",
+        "/api/v1/auth/login",
+        "/api/v1/api-keys",
+        "Authorize",
+        "agentid_sk_",
+    ] {
+        assert!(description.contains(needed), "{needed}: {description}");
+    }
+    let schemes = document["components"]["securitySchemes"]
+        .as_object()
+        .unwrap();
+    assert!(!schemes.is_empty());
+    for name in schemes.keys() {
+        assert!(
+            description.contains(&format!("**{name}**")),
+            "the description does not say what goes into {name}: {description}"
+        );
+    }
+}

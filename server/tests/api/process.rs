@@ -238,3 +238,64 @@ async fn warnings_carry_the_request_id_at_every_log_level() {
         );
     }
 }
+
+#[test]
+fn a_busy_port_stops_the_server_naming_agentid_listen() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let dir = temp_dir();
+    let output = binary()
+        .current_dir(&dir)
+        .env("AGENTID_LISTEN", &address)
+        .env("AGENTID_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(said.contains(&address), "{said}");
+    assert!(said.contains("already in use"), "{said}");
+    assert!(said.contains("AGENTID_LISTEN"), "{said}");
+    drop(taken);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn create_owner_reads_a_piped_password_without_a_prompt() {
+    use std::io::Write;
+
+    let dir = temp_dir();
+    let mut child = binary()
+        .current_dir(&dir)
+        .args([
+            "admin",
+            "create-owner",
+            "--org",
+            "Piped",
+            "--email",
+            "piped@example.com",
+        ])
+        .env("AGENTID_BCRYPT_COST", "4")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct horse battery staple\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // A pipe is not a person: no prompt clutters a script's output.
+    assert!(!stderr.contains("Password"), "{stderr}");
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["owner"]["email"], "piped@example.com");
+    std::fs::remove_dir_all(dir).unwrap();
+}
