@@ -386,7 +386,7 @@ mod server_tests {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(settings.clone())
-                .app_data(crate::http::json_config(1024))
+                .app_data(web::PayloadConfig::new(1024))
                 .route(
                     "/panic",
                     web::get().to(|| async { panic!("boom with a secret detail") as HttpResponse }),
@@ -400,8 +400,9 @@ mod server_tests {
                 )
                 .route(
                     "/echo",
-                    web::post()
-                        .to(|_: web::Json<Echo>| async { HttpResponse::NoContent().finish() }),
+                    web::post().to(|_: crate::http::json::JsonBody<Echo>| async {
+                        HttpResponse::NoContent().finish()
+                    }),
                 )
                 .wrap(actix_web::middleware::from_fn(envelope))
         })

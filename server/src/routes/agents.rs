@@ -22,6 +22,7 @@ use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::json::{JsonBody, OptionalJsonBody};
 use crate::http::middleware::RequestId;
 use crate::http::ratelimit::limit_agent_request;
 use crate::ratelimit::Class;
@@ -170,7 +171,7 @@ pub(crate) fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 pub async fn create_agent(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateAgentRequest>,
+    body: JsonBody<CreateAgentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     let CreateAgentRequest {
@@ -298,7 +299,7 @@ pub async fn update_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: web::Json<UpdateAgentRequest>,
+    body: JsonBody<UpdateAgentRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     let agent_id = agent_id.into_inner();
@@ -334,10 +335,10 @@ async fn change_status(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: String,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
     transition: Transition,
 ) -> Result<web::Json<Agent>, ApiError> {
-    let reason = body.and_then(|b| b.into_inner().reason);
+    let reason = body.or_default().reason;
     let now = crate::clock::now_ms();
     let agent = state
         .db
@@ -375,7 +376,7 @@ pub async fn suspend_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     change_status(
@@ -405,7 +406,7 @@ pub async fn reactivate_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     change_status(
@@ -436,7 +437,7 @@ pub async fn revoke_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     change_status(

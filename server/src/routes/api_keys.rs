@@ -11,6 +11,7 @@ use crate::auth::principal::Principal;
 use crate::auth::tokens::{new_opaque, API_KEY_PREFIX};
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::json::JsonBody;
 use crate::startup::AppState;
 
 /// Characters of the key kept (and shown) to recognise it.
@@ -59,7 +60,7 @@ impl std::fmt::Debug for CreatedApiKey {
 pub async fn create_api_key(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateApiKeyRequest>,
+    body: JsonBody<CreateApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::KeysManage)?;
     let CreateApiKeyRequest {

@@ -21,6 +21,7 @@ use crate::auth::tokens::{hash_opaque, new_opaque, REFRESH_PREFIX};
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::client::ClientAddr;
+use crate::http::json::JsonBody;
 use crate::http::middleware::RequestId;
 use crate::startup::AppState;
 
@@ -157,7 +158,7 @@ fn issue_pair(
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<LoginRequest>,
+    body: JsonBody<LoginRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     let LoginRequest {
         email,
@@ -281,7 +282,7 @@ pub async fn login(
 pub async fn refresh(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: JsonBody<RefreshRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     let hash = hash_opaque(body.refresh_token.expose_secret());
     let now = crate::clock::now_ms();
@@ -483,7 +484,7 @@ pub async fn delete_session(
 pub async fn change_password(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<ChangePasswordRequest>,
+    body: JsonBody<ChangePasswordRequest>,
 ) -> Result<web::Json<PasswordChanged>, ApiError> {
     let (user_id, session_id) = session_of(&principal)?;
     let (user_id, session_id) = (user_id.to_owned(), session_id.to_owned());

@@ -16,6 +16,7 @@ use crate::capabilities::{
 };
 use crate::db::write_transaction;
 use crate::error::ApiError;
+use crate::http::json::JsonBody;
 use crate::startup::AppState;
 
 /// A capability to add to the catalogue.
@@ -118,7 +119,7 @@ pub async fn list_capabilities(
 pub async fn create_capability(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateCapabilityRequest>,
+    body: JsonBody<CreateCapabilityRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let CreateCapabilityRequest {
@@ -197,7 +198,7 @@ pub async fn update_capability(
     principal: Principal,
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<UpdateCapabilityRequest>,
+    body: JsonBody<UpdateCapabilityRequest>,
 ) -> Result<web::Json<Capability>, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let name = name.into_inner();
@@ -256,7 +257,7 @@ pub async fn grant_capability(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: web::Json<GrantCapabilityRequest>,
+    body: JsonBody<GrantCapabilityRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let agent_id = agent_id.into_inner();
@@ -415,7 +416,7 @@ pub async fn get_enforcement_mode(
 pub async fn replace_enforcement_mode(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<EnforcementSetting>,
+    body: JsonBody<EnforcementSetting>,
 ) -> Result<web::Json<EnforcementSetting>, ApiError> {
     principal.require(Permission::OrgManage)?;
     let mode = body.into_inner().mode;

@@ -11,6 +11,7 @@ use crate::auth::permissions::{Permission, Role};
 use crate::auth::principal::{Actor, Principal};
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::json::JsonBody;
 use crate::startup::AppState;
 
 /// A new user.
@@ -127,7 +128,7 @@ pub async fn get_user(
 pub async fn create_user(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateUserRequest>,
+    body: JsonBody<CreateUserRequest>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     principal.require(Permission::UsersManage)?;
     let CreateUserRequest {
@@ -180,7 +181,7 @@ pub async fn update_user(
     principal: Principal,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Json<UpdateUserRequest>,
+    body: JsonBody<UpdateUserRequest>,
 ) -> Result<web::Json<User>, ApiError> {
     principal.require(Permission::UsersManage)?;
     let id = id.into_inner();

@@ -17,6 +17,7 @@ mod docs_ui;
 mod durability;
 mod errors;
 mod foundation;
+mod hostile;
 mod jwks;
 mod openapi;
 mod operations;

@@ -1,0 +1,288 @@
+//! Hostile input found by outside testing: NUL and control characters in every
+//! input, malformed optional bodies, arrays in place of objects, requests the HTTP
+//! layer refuses, and names that could impersonate others. Each is refused at the
+//! boundary with a 4xx in the envelope (never a 500), on both backends alike, and
+//! nothing already stored changes.
+
+use agentid_protocol::{Envelope, PayloadType};
+use reqwest::Method;
+
+use crate::agents::{active_agent, catalogue, decide, get_json, grant, owner_token, TestAgent};
+use crate::both_backends;
+use crate::helpers::{assert_error, spawn_app, Backend, TestApp};
+
+/// An organization whose owner has an active agent granted `email:send`.
+async fn setup(app: &TestApp) -> (String, TestAgent) {
+    let owner = owner_token(app, "Acme").await;
+    catalogue(app, &owner, "email:send", 0).await;
+    let agent = active_agent(app, &owner, "mailer").await;
+    grant(app, &owner, &agent.id, "email:send", None).await;
+    (owner, agent)
+}
+
+/// Asserts a 400 envelope with `code` and returns its message.
+async fn refused(response: reqwest::Response, code: &str, what: &str) -> String {
+    let status = response.status().as_u16();
+    assert_eq!(status, 400, "{what}: {status}");
+    let body = assert_error(response, 400).await;
+    assert_eq!(body["error"]["code"], code, "{what}: {body}");
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+async fn send_json(
+    app: &TestApp,
+    method: Method,
+    path: &str,
+    credential: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    let mut request = app
+        .http
+        .request(method, app.url(path))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(credential) = credential {
+        request = request.bearer_auth(credential);
+    }
+    request.send().await.unwrap()
+}
+
+/// Issue 15, point 15: an array is never read as an object, whatever the route.
+async fn arrays_are_never_objects(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (owner, agent) = setup(&app).await;
+
+    // The hot path: the envelope in serde's sequence form was decided `allowed`.
+    let payload = agent.action("email:send", Some("bob@example.com"));
+    let envelope = Envelope::sign(PayloadType::Action, &payload.to_bytes(), &[&agent.key]);
+    let sig = &envelope.signatures[0];
+    let sequence = serde_json::json!([
+        envelope.payload_type,
+        envelope.payload,
+        [[sig.keyid, sig.sig]]
+    ]);
+    let response = send_json(
+        &app,
+        Method::POST,
+        "/api/v1/actions/verify",
+        None,
+        sequence.to_string(),
+    )
+    .await;
+    let message = refused(response, "invalid_envelope", "envelope as an array").await;
+    assert!(message.starts_with("malformed_envelope:"), "{message}");
+    // A signature object as an array.
+    let mut object: serde_json::Value = serde_json::from_str(&envelope.to_json()).unwrap();
+    object["signatures"] = serde_json::json!([[sig.keyid, sig.sig]]);
+    let response = send_json(
+        &app,
+        Method::POST,
+        "/api/v1/actions/verify",
+        None,
+        object.to_string(),
+    )
+    .await;
+    refused(response, "invalid_envelope", "signature as an array").await;
+    // A signed payload written as the array of its values.
+    let fresh = agent.action("email:send", Some("bob@example.com"));
+    let array_payload = serde_json::to_vec(&serde_json::json!([
+        fresh.agent_id,
+        fresh.action,
+        fresh.resource,
+        null,
+        fresh.iat,
+        fresh.nonce,
+        fresh.aud
+    ]))
+    .unwrap();
+    let signed = Envelope::sign(PayloadType::Action, &array_payload, &[&agent.key]).to_json();
+    let response = send_json(&app, Method::POST, "/api/v1/actions/verify", None, signed).await;
+    let message = refused(response, "invalid_envelope", "payload as an array").await;
+    assert!(message.starts_with("invalid_payload:"), "{message}");
+    // The same statement as an object is allowed: only the spelling was refused.
+    let decision = decide(&app, agent.sign(&fresh)).await;
+    assert_eq!(decision["allowed"], true, "{decision}");
+
+    // Login with the array of email and password.
+    let response = send_json(
+        &app,
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        r#"["owner@acme.example","correct horse battery staple"]"#,
+    )
+    .await;
+    refused(response, "invalid_request", "login as an array").await;
+    // A lifecycle change whose body is an array changes nothing.
+    let path = format!("/api/v1/agents/{}/revoke", agent.id);
+    let response = send_json(
+        &app,
+        Method::POST,
+        &path,
+        Some(&owner),
+        r#"["compromised"]"#,
+    )
+    .await;
+    refused(response, "invalid_request", "revoke with an array").await;
+    let read = get_json(&app, &format!("/api/v1/agents/{}", agent.id), &owner).await;
+    assert_eq!(read["status"], "active", "{read}");
+
+    // Every operation that takes a JSON body, from the served OpenAPI document: an
+    // empty array is refused as an array (before, serde read it as a struct with no
+    // members: allowed for all-optional bodies, "invalid length 0" otherwise).
+    let spec: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut checked = 0;
+    for (template, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if operation.get("requestBody").is_none() {
+                continue;
+            }
+            let path = template
+                .replace("{agent_id}", &agent.id)
+                .replace("{alert_id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{id}", &uuid::Uuid::new_v4().to_string())
+                .replace("{name}", "email:send");
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let response = send_json(&app, method.clone(), &path, Some(&owner), "[]").await;
+            let what = format!("{method} {template}");
+            let status = response.status().as_u16();
+            assert_eq!(status, 400, "{what}");
+            let body = assert_error(response, 400).await;
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("invalid type: sequence"), "{what}: {body}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 22, "only {checked} operations take a body");
+    let read = get_json(&app, &format!("/api/v1/agents/{}", agent.id), &owner).await;
+    assert_eq!(read["status"], "active", "{read}");
+}
+both_backends!(arrays_are_never_objects);
+
+async fn status_of(app: &TestApp, owner: &str, agent: &TestAgent) -> serde_json::Value {
+    get_json(app, &format!("/api/v1/agents/{}", agent.id), owner).await["status"].clone()
+}
+
+/// Issue 15, point 14: an optional body that is present must be valid; a bad one
+/// changes nothing. No body (or an empty one) means no body.
+async fn a_present_optional_body_must_be_valid(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (owner, agent) = setup(&app).await;
+    let bad: [(&str, &[u8], u16, &str); 6] = [
+        (
+            "application/json",
+            br#"{"reasn": "compromised key"}"#,
+            400,
+            "invalid_request",
+        ),
+        (
+            "application/json",
+            b"{\"reason\": \"\xff\xfe\"}",
+            400,
+            "invalid_json",
+        ),
+        (
+            "text/plain",
+            br#"{"reason": "compromised key"}"#,
+            415,
+            "unsupported_media_type",
+        ),
+        ("application/json", b"1e400", 400, "invalid_json"),
+        ("application/json", b"{\"reason\": ", 400, "invalid_json"),
+        (
+            "application/json",
+            br#"{"reason": "a\u0000b"}"#,
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (transition, before) in [("suspend", "active"), ("revoke", "active")] {
+        for (content_type, body, status, code) in bad {
+            let response = app
+                .with(
+                    Method::POST,
+                    &format!("/api/v1/agents/{}/{transition}", agent.id),
+                    &owner,
+                )
+                .header("content-type", content_type)
+                .body(body.to_vec())
+                .send()
+                .await
+                .unwrap();
+            let what = format!("{transition} with {}", String::from_utf8_lossy(body));
+            assert_eq!(response.status().as_u16(), status, "{what}");
+            let error = assert_error(response, status).await;
+            assert_eq!(error["error"]["code"], code, "{what}: {error}");
+            assert_eq!(
+                status_of(&app, &owner, &agent).await,
+                before,
+                "{what} changed the agent"
+            );
+        }
+    }
+    // A valid reason suspends; reactivation refuses the same bad bodies.
+    let response = app
+        .with(
+            Method::POST,
+            &format!("/api/v1/agents/{}/suspend", agent.id),
+            &owner,
+        )
+        .json(&serde_json::json!({ "reason": "investigating" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    for (content_type, body, status, _) in bad {
+        let response = app
+            .with(
+                Method::POST,
+                &format!("/api/v1/agents/{}/reactivate", agent.id),
+                &owner,
+            )
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status);
+        assert_eq!(status_of(&app, &owner, &agent).await, "suspended");
+    }
+    // Whitespace is no body, whatever the content type says.
+    let response = app
+        .with(
+            Method::POST,
+            &format!("/api/v1/agents/{}/reactivate", agent.id),
+            &owner,
+        )
+        .header("content-type", "text/plain")
+        .body(" \r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(status_of(&app, &owner, &agent).await, "active");
+    // No body at all, then `{}`.
+    let response = app
+        .with(
+            Method::POST,
+            &format!("/api/v1/agents/{}/suspend", agent.id),
+            &owner,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = app
+        .with(
+            Method::POST,
+            &format!("/api/v1/agents/{}/reactivate", agent.id),
+            &owner,
+        )
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(status_of(&app, &owner, &agent).await, "active");
+}
+both_backends!(a_present_optional_body_must_be_valid);
