@@ -286,3 +286,137 @@ async fn a_present_optional_body_must_be_valid(backend: Backend) {
     assert_eq!(status_of(&app, &owner, &agent).await, "active");
 }
 both_backends!(a_present_optional_body_must_be_valid);
+
+/// Issue 15, point 13: NUL (and other control characters) anywhere is a 400 in the
+/// envelope at the boundary, never a 500, with or without a credential.
+async fn nul_is_refused_at_the_boundary(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (owner, agent) = setup(&app).await;
+
+    // Without a credential.
+    let response = app
+        .http
+        .post(app.url("/api/v1/agents/%00/challenge"))
+        .send()
+        .await
+        .unwrap();
+    let message = refused(response, "invalid_request", "challenge of %00").await;
+    assert!(message.contains("%00"), "{message}");
+    let response = send_json(
+        &app,
+        Method::POST,
+        "/api/v1/auth/login",
+        None,
+        r#"{"email":"owner\u0000@acme.example","password":"correct horse battery staple"}"#,
+    )
+    .await;
+    let message = refused(response, "invalid_request", "login with NUL").await;
+    assert!(message.contains("U+0000"), "{message}");
+    let mut payload = agent.action("email:send", None);
+    payload.agent_id.push('\0');
+    let response = send_json(
+        &app,
+        Method::POST,
+        "/api/v1/actions/verify",
+        None,
+        agent.sign(&payload),
+    )
+    .await;
+    let message = refused(response, "invalid_envelope", "agent_id with NUL").await;
+    assert!(
+        message.starts_with("invalid_payload:") && message.contains("U+0000"),
+        "{message}"
+    );
+    let mut envelope: serde_json::Value =
+        serde_json::from_str(&agent.sign(&agent.action("email:send", None))).unwrap();
+    envelope["signatures"][0]["keyid"] =
+        format!("{}\0", envelope["signatures"][0]["keyid"].as_str().unwrap()).into();
+    let response = send_json(
+        &app,
+        Method::POST,
+        "/api/v1/actions/verify",
+        None,
+        envelope.to_string(),
+    )
+    .await;
+    refused(response, "invalid_envelope", "keyid with NUL").await;
+
+    // With a credential: bodies.
+    let alert = uuid::Uuid::new_v4();
+    let bodies = [
+        (
+            Method::POST,
+            "/api/v1/agents".to_owned(),
+            serde_json::json!({"name": "n", "description": "a\u{0}b", "public_key": "x"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/agents".to_owned(),
+            serde_json::json!({"name": "a\u{0}", "public_key": "x"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/api/v1/agents/{}", agent.id),
+            serde_json::json!({"description": "\u{0}"}),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/agents/{}/suspend", agent.id),
+            serde_json::json!({"reason": "\u{0}"}),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/alerts/{alert}/resolve"),
+            serde_json::json!({"note": "done\u{0}"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/api-keys".to_owned(),
+            serde_json::json!({"name": "k\u{0}", "permissions": ["agents:read"]}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/users".to_owned(),
+            serde_json::json!({"email": "\u{0}@acme.example", "password": "x", "role": "viewer"}),
+        ),
+        (
+            Method::POST,
+            "/api/v1/capabilities".to_owned(),
+            serde_json::json!({"name": "a:b", "description": "\u{0}", "risk_level": "low"}),
+        ),
+    ];
+    for (method, path, body) in bodies {
+        let what = format!("{method} {path} {body}");
+        let response = send_json(&app, method, &path, Some(&owner), body.to_string()).await;
+        refused(response, "invalid_request", &what).await;
+    }
+    // Paths and query strings.
+    let addresses = [
+        (Method::GET, "/api/v1/agents?name=%00"),
+        (Method::GET, "/api/v1/agents?after=%00"),
+        (Method::GET, "/api/v1/agents?name=a%1Fb"),
+        (Method::GET, "/api/v1/agents/%00"),
+        (Method::GET, "/api/v1/agents/%00/keys"),
+        (Method::GET, "/api/v1/users/%00"),
+        (Method::PATCH, "/api/v1/users/%00"),
+        (Method::DELETE, "/api/v1/api-keys/%00"),
+        (Method::GET, "/api/v1/alerts?agent_id=%00"),
+        (Method::GET, "/api/v1/audit?action=%00"),
+        (Method::GET, "/api/v1/agents/x/trust/history?after=%00"),
+        (Method::GET, "/api/v1/capabilities/a%00"),
+        (Method::POST, "/api/v1/agents/%7F/suspend"),
+        (Method::GET, "/api/v1/nowhere/%C2%85"),
+    ];
+    for (method, path) in addresses {
+        let response = app.with(method.clone(), path, &owner).send().await.unwrap();
+        refused(response, "invalid_request", &format!("{method} {path}")).await;
+    }
+    // Nothing changed, and the organization still works.
+    let read = get_json(&app, &format!("/api/v1/agents/{}", agent.id), &owner).await;
+    assert_eq!(read["status"], "active", "{read}");
+    let page = get_json(&app, "/api/v1/agents?name=mailer", &owner).await;
+    assert_eq!(page["agents"].as_array().unwrap().len(), 1, "{page}");
+    let decision = decide(&app, agent.sign(&agent.action("email:send", None))).await;
+    assert_eq!(decision["allowed"], true, "{decision}");
+}
+both_backends!(nul_is_refused_at_the_boundary);
