@@ -420,3 +420,127 @@ async fn nul_is_refused_at_the_boundary(backend: Backend) {
     assert_eq!(decision["allowed"], true, "{decision}");
 }
 both_backends!(nul_is_refused_at_the_boundary);
+
+/// Sends `request` on a new connection and returns what came back before the server
+/// closed it (a reset after the answer is expected when the server stops reading).
+fn raw_exchange(address: &str, request: &[u8]) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address.trim_start_matches("http://")).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    // The server may stop reading (and reset) before a large request is all written.
+    let _ = stream.write_all(request);
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return answer,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Issue 15, point 16: requests the HTTP/1 parser refuses before any of our code runs
+/// are answered by actix-http with a bare status and no body (which it does not let us
+/// change: docs/errors.md), and are logged as the client's fault, never at ERROR.
+#[test]
+fn requests_the_http_layer_refuses_are_not_server_errors() {
+    let db = crate::helpers::TestDb::new(Backend::Sqlite);
+    let mut vars = db.vars();
+    vars.push(("AGENTID_LISTEN".into(), "127.0.0.1:0".into()));
+    let server = crate::helpers::ServerProcess::start(&db.dir, &vars);
+    let head = |extra: &[u8]| [b"GET /health HTTP/1.1\r\nHost: a\r\n", extra, b"\r\n"].concat();
+    let many_headers: Vec<u8> = (0..97)
+        .flat_map(|i| format!("X-H{i}: v\r\n").into_bytes())
+        .collect();
+    let big_header = [b"X-Big: ".as_slice(), &vec![b'a'; 1024 * 1024], b"\r\n"].concat();
+    let login = |headers: &str| {
+        format!("POST /api/v1/auth/login HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n{headers}\r\n{{}}")
+            .into_bytes()
+    };
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "a 64 KiB query string",
+            format!(
+                "GET /health?x={} HTTP/1.1\r\nHost: a\r\n\r\n",
+                "a".repeat(64 * 1024)
+            )
+            .into_bytes(),
+            400,
+        ),
+        ("97 headers", head(&many_headers), 431),
+        ("a 1 MiB header", head(&big_header), 431),
+        ("NUL in a header", head(b"X-A: a\0b\r\n"), 400),
+        ("a bare CR in a header", head(b"X-A: a\rb\r\n"), 400),
+        (
+            "conflicting Content-Length",
+            login("Content-Length: 2\r\nContent-Length: 3\r\n"),
+            400,
+        ),
+        (
+            "a negative Content-Length",
+            login("Content-Length: -1\r\n"),
+            400,
+        ),
+        (
+            "TLS bytes on the plain port",
+            [
+                &[
+                    0x16, 0x03, 0x01, 0x01, 0x2c, 0x01, 0x00, 0x01, 0x28, 0x03, 0x03,
+                ][..],
+                &[0u8; 40],
+            ]
+            .concat(),
+            400,
+        ),
+    ];
+    for (what, request, status) in &cases {
+        let answer = raw_exchange(&server.address, request);
+        let text = String::from_utf8_lossy(&answer);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("{what}: {text:?}"));
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {head}"
+        );
+        assert!(
+            head.to_ascii_lowercase().contains("content-length: 0"),
+            "{what}: {head}"
+        );
+        assert!(body.is_empty(), "{what}: {body:?}");
+    }
+    // The server is unharmed.
+    let answer = raw_exchange(
+        &server.address,
+        b"GET /health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    );
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200 "));
+
+    // One INFO line per refusal, under our target; no ERROR line at all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let refusals = loop {
+        let refusals: Vec<serde_json::Value> = server
+            .log()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["target"] == "agentid_server::http::connection")
+            .collect();
+        if refusals.len() >= cases.len() || std::time::Instant::now() > deadline {
+            break refusals;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let errors: Vec<String> = server
+        .log()
+        .into_iter()
+        .filter(|line| line.contains(r#""level":"ERROR""#))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(refusals.len(), cases.len(), "{refusals:#?}");
+    for line in &refusals {
+        assert_eq!(line["level"], "INFO", "{line}");
+        assert!(line["error.cause"].is_string(), "{line}");
+    }
+}
