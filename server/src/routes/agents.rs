@@ -32,7 +32,9 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
-    /// Unique within the organization.
+    /// Unique within the organization; 1 to 100 characters that cannot hide or
+    /// impersonate: no control, invisible or bidirectional-control characters, NFKC
+    /// form, one script (docs/names.md).
     #[schema(example = "mail-assistant")]
     pub name: String,
     pub description: Option<String>,

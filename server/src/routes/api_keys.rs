@@ -21,6 +21,7 @@ const SHOWN_PREFIX_LEN: usize = 16;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
+    /// 1 to 100 characters that cannot hide or impersonate (docs/names.md).
     #[schema(example = "ci deploy")]
     pub name: String,
     /// A non-empty subset of the creator's permissions.
@@ -72,6 +73,7 @@ pub async fn create_api_key(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("`name` must be 1 to 100 characters."));
     }
+    crate::names::check_name("`name`", &name)?;
     let permissions: PermissionSet = permissions.into_iter().collect();
     if permissions.to_vec().is_empty() {
         return Err(ApiError::invalid(

@@ -18,6 +18,8 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    /// Unique across the service; stored lowercased. No control, invisible or
+    /// bidirectional-control characters, NFKC form, one script per part (docs/names.md).
     pub email: String,
     #[schema(value_type = String, format = Password)]
     pub password: SecretString,

@@ -544,3 +544,113 @@ fn requests_the_http_layer_refuses_are_not_server_errors() {
         assert!(line["error.cause"].is_string(), "{line}");
     }
 }
+
+/// Issue 15, point 17: names people read cannot hide characters or pass for another
+/// name (docs/names.md); ordinary names in any one script are fine; lookups are not
+/// restricted, so nothing stored becomes unreachable.
+async fn names_cannot_impersonate(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let owner = owner_token(&app, "Acme").await;
+    let post = |path: &'static str, body: serde_json::Value| {
+        app.with(Method::POST, path, &owner).json(&body).send()
+    };
+    let user = |email: &str| serde_json::json!({"email": email, "password": crate::helpers::USER_PW, "role": "viewer"});
+    let agent = |name: &str| serde_json::json!({"name": name, "public_key": crate::agents::public_b64(&crate::agents::new_key())});
+    let key = |name: &str| serde_json::json!({"name": name, "permissions": ["agents:read"]});
+
+    let refusals = [
+        (
+            "/api/v1/users",
+            user("\u{202e}admin@acme.example"),
+            "U+202E",
+        ),
+        (
+            "/api/v1/users",
+            user("ad\u{200b}min@acme.example"),
+            "U+200B",
+        ),
+        (
+            "/api/v1/users",
+            user("\u{2066}admin@acme.example"),
+            "U+2066",
+        ),
+        ("/api/v1/users", user("ａｄｍｉｎ@acme.example"), "NFKC"),
+        (
+            "/api/v1/users",
+            user("p\u{430}ypal@acme.example"),
+            "Latin and Cyrillic",
+        ),
+        ("/api/v1/agents", agent("\u{202e}admin"), "U+202E"),
+        ("/api/v1/agents", agent("ad\u{200b}min"), "U+200B"),
+        ("/api/v1/agents", agent("\u{2066}mailer\u{2069}"), "U+2066"),
+        ("/api/v1/agents", agent("ｍａｉｌｅｒ"), "\"mailer\""),
+        (
+            "/api/v1/agents",
+            agent("m\u{430}iler"),
+            "Latin and Cyrillic",
+        ),
+        ("/api/v1/agents", agent("mail  er"), "two spaces"),
+        ("/api/v1/agents", agent("\u{3164}"), "U+3164"),
+        ("/api/v1/api-keys", key("ci\u{202e}deploy"), "U+202E"),
+        ("/api/v1/api-keys", key("ｃｉ"), "NFKC"),
+    ];
+    for (path, body, needle) in refusals {
+        let response = post(path, body.clone()).await.unwrap();
+        let message = refused(response, "invalid_request", &format!("{path} {body}")).await;
+        assert!(message.contains(needle), "{path} {body}: {message}");
+    }
+    let users = get_json(&app, "/api/v1/users", &owner).await;
+    assert_eq!(users.as_array().unwrap().len(), 1, "{users}");
+    let agents = get_json(&app, "/api/v1/agents", &owner).await;
+    assert_eq!(agents["agents"].as_array().unwrap().len(), 0, "{agents}");
+
+    // Ordinary names in one script, accents composed, are accepted.
+    for (path, body) in [
+        ("/api/v1/users", user("zoë@acme.example")),
+        ("/api/v1/users", user("иван@acme.example")),
+        ("/api/v1/agents", agent("почтовый агент")),
+        ("/api/v1/agents", agent("Zoë's mailer (prod) ✉")),
+        ("/api/v1/agents", agent("メール担当")),
+        ("/api/v1/api-keys", key("déploiement continu")),
+    ] {
+        let response = post(path, body.clone()).await.unwrap();
+        assert_eq!(response.status(), 201, "{path} {body}");
+    }
+    // Lookups are not restricted: a login with such an email is simply unknown.
+    let response = app
+        .login_response("\u{202e}owner@acme.example", crate::helpers::OWNER_PW)
+        .await;
+    let body = assert_error(response, 401).await;
+    assert_eq!(body["error"]["code"], "invalid_credentials");
+    let page = get_json(&app, "/api/v1/agents?name=m%D0%B0iler", &owner).await;
+    assert_eq!(page["agents"].as_array().unwrap().len(), 0, "{page}");
+
+    // The organization name given to `admin create-owner`.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_agentid-server"))
+        .args([
+            "admin",
+            "create-owner",
+            "--org",
+            "\u{202e}Acme",
+            "--email",
+            "x@spoof.example",
+        ])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AGENTID_BCRYPT_COST", "4")
+        .envs(app.db.vars())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{}", crate::helpers::OWNER_PW).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("U+202E"), "{stderr}");
+}
+both_backends!(names_cannot_impersonate);
