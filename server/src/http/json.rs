@@ -1,5 +1,6 @@
-//! The JSON request bodies of every route, read one way: [`JsonBody`] for a body the
-//! operation requires, [`OptionalJsonBody`] for one it may go without.
+//! The request bodies of every route, read one way: [`JsonBody`] for a JSON body the
+//! operation requires, [`OptionalJsonBody`] for one it may go without, [`NoBody`] for
+//! an operation that takes none.
 //!
 //! Both read the body within `AGENTID_BODY_LIMIT_BYTES` (413 `payload_too_large`
 //! beyond it), take only `application/json` (415 `unsupported_media_type`), and parse
@@ -44,6 +45,28 @@ impl<T: Default> OptionalJsonBody<T> {
     /// The body, or `T::default()` when none was sent.
     pub fn or_default(self) -> T {
         self.0.unwrap_or_default()
+    }
+}
+
+/// For an operation that takes no body: none (or only whitespace) passes, anything
+/// else is 400 `invalid_request`, so a body sent by mistake is never silently ignored.
+#[derive(Debug)]
+pub struct NoBody;
+
+impl FromRequest for NoBody {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = body.await.map_err(unreadable)?;
+            if bytes.iter().all(u8::is_ascii_whitespace) {
+                Ok(NoBody)
+            } else {
+                Err(ApiError::invalid("This operation takes no request body."))
+            }
+        })
     }
 }
 

@@ -22,7 +22,7 @@ use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
-use crate::http::json::{JsonBody, OptionalJsonBody};
+use crate::http::json::{JsonBody, NoBody, OptionalJsonBody};
 use crate::http::middleware::RequestId;
 use crate::http::ratelimit::limit_agent_request;
 use crate::ratelimit::Class;
@@ -492,6 +492,7 @@ pub async fn create_agent_challenge(
     req: HttpRequest,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let agent_id = agent_id.into_inner();
     limit_agent_request(&req, &state, Class::AgentAuth, Some(&agent_id)).await?;

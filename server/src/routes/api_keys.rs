@@ -11,7 +11,7 @@ use crate::auth::principal::Principal;
 use crate::auth::tokens::{new_opaque, API_KEY_PREFIX};
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
-use crate::http::json::JsonBody;
+use crate::http::json::{JsonBody, NoBody};
 use crate::startup::AppState;
 
 /// Characters of the key kept (and shown) to recognise it.
@@ -168,6 +168,7 @@ pub async fn delete_api_key(
     principal: Principal,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::KeysManage)?;
     let id = id.into_inner();

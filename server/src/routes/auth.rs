@@ -21,7 +21,7 @@ use crate::auth::tokens::{hash_opaque, new_opaque, REFRESH_PREFIX};
 use crate::db::write_transaction;
 use crate::error::{ApiError, ErrorCode};
 use crate::http::client::ClientAddr;
-use crate::http::json::JsonBody;
+use crate::http::json::{JsonBody, NoBody};
 use crate::http::middleware::RequestId;
 use crate::startup::AppState;
 
@@ -366,6 +366,7 @@ fn session_of(principal: &Principal) -> Result<(&str, &str), ApiError> {
 pub async fn logout(
     principal: Principal,
     state: web::Data<AppState>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, session_id) = session_of(&principal)?;
     let (user_id, session_id) = (user_id.to_owned(), session_id.to_owned());
@@ -434,6 +435,7 @@ pub async fn delete_session(
     principal: Principal,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, _) = session_of(&principal)?;
     let user_id = user_id.to_owned();

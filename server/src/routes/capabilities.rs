@@ -16,7 +16,7 @@ use crate::capabilities::{
 };
 use crate::db::write_transaction;
 use crate::error::ApiError;
-use crate::http::json::JsonBody;
+use crate::http::json::{JsonBody, NoBody};
 use crate::startup::AppState;
 
 /// A capability to add to the catalogue.
@@ -347,6 +347,7 @@ pub async fn revoke_agent_grant(
     principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    _body: NoBody,
 ) -> Result<web::Json<Grant>, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let (agent_id, grant_id) = path.into_inner();

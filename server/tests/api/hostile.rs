@@ -287,6 +287,74 @@ async fn a_present_optional_body_must_be_valid(backend: Backend) {
 }
 both_backends!(a_present_optional_body_must_be_valid);
 
+/// Issue 15, point 14, for operations that take no body at all: a body sent to one
+/// is refused before anything happens, instead of being ignored.
+async fn operations_without_a_body_refuse_one(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (owner, agent) = setup(&app).await;
+    let (key_id, _) = app.add_key(&owner, &["agents:read"]).await;
+    let grants = get_json(&app, &format!("/api/v1/agents/{}/grants", agent.id), &owner).await;
+    let grant_id = grants[0]["id"].as_str().unwrap().to_owned();
+    let sessions = get_json(&app, "/api/v1/auth/sessions", &owner).await;
+    let session_id = sessions[0]["id"].as_str().unwrap().to_owned();
+
+    let spec: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+    let mut checked = 0;
+    for (template, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if method == "get" || operation.get("requestBody").is_some() {
+                continue;
+            }
+            let path = template
+                .replace("{agent_id}", &agent.id)
+                .replace("{grant_id}", &grant_id)
+                .replace(
+                    "{id}",
+                    if template.contains("sessions") {
+                        &session_id
+                    } else {
+                        &key_id
+                    },
+                );
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let what = format!("{method} {template}");
+            let response = send_json(&app, method, &path, Some(&owner), "{}").await;
+            let message = refused(response, "invalid_request", &what).await;
+            assert!(message.contains("no request body"), "{what}: {message}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 5, "operations without a body");
+    // Nothing happened: the session, the key and the grant are all still there.
+    let me = app
+        .with(Method::GET, "/api/v1/me", &owner)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let keys = get_json(&app, "/api/v1/api-keys", &owner).await;
+    assert!(keys.to_string().contains(&key_id), "{keys}");
+    let grants = get_json(&app, &format!("/api/v1/agents/{}/grants", agent.id), &owner).await;
+    assert_eq!(grants.as_array().unwrap().len(), 1, "{grants}");
+    // Without a body (or with only whitespace) they work.
+    let response = app
+        .http
+        .post(app.url(&format!("/api/v1/agents/{}/challenge", agent.id)))
+        .body("\r\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let path = format!("/api/v1/api-keys/{key_id}");
+    let response = app
+        .with(Method::DELETE, &path, &owner)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+both_backends!(operations_without_a_body_refuse_one);
+
 /// Issue 15, point 13: NUL (and other control characters) anywhere is a 400 in the
 /// envelope at the boundary, never a 500, with or without a credential.
 async fn nul_is_refused_at_the_boundary(backend: Backend) {
