@@ -14,7 +14,7 @@
 //! actix-http logs every request its HTTP/1 parser refuses (an oversize head, a bad
 //! header, TLS bytes on the plain port) and every connection that breaks mid-request
 //! at ERROR, outside any request. Those are the client's faults, not the server's:
-//! [`HttpLayerEvents`] takes them out of the output and logs them again, from a thread
+//! `HttpLayerEvents` takes them out of the output and logs them again, from a thread
 //! of its own, at INFO (refused requests) or DEBUG (broken connections), keeping
 //! ERROR for the server's own failures.
 
