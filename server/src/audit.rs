@@ -509,15 +509,10 @@ pub fn append_batch(
         rows.push(row);
     }
     match conn {
-        // One round trip per 128 records (14 parameters a row stays far below the
-        // protocol's limit).
-        DbConn::Postgres(c) => {
-            for chunk in rows.chunks(128) {
-                diesel::insert_into(audit_records::table)
-                    .values(chunk)
-                    .execute(c)?;
-            }
-        }
+        // One round trip for the records and the head's new hash, whatever their
+        // number: appends run inside the writer's batch, where each round trip holds
+        // every queued change and decision.
+        DbConn::Postgres(c) => insert_and_advance(c, org_id, &rows, &prev_hash)?,
         // In-process: a row at a time costs microseconds, and diesel's SQLite batch
         // insert would open a transaction of its own inside ours.
         DbConn::Sqlite(c) => {
@@ -526,12 +521,53 @@ pub fn append_batch(
                     .values(row)
                     .execute(c)?;
             }
+            diesel::update(audit_heads::table.find(org_id))
+                .set(audit_heads::hash.eq(&prev_hash))
+                .execute(c)?;
         }
     }
-    diesel::update(audit_heads::table.find(org_id))
-        .set(audit_heads::hash.eq(&prev_hash))
-        .execute(conn)?;
     rows.into_iter().map(Row::into_record).collect()
+}
+
+/// PostgreSQL: inserts `rows` and sets the head's hash to `head_hash` in one
+/// statement (a data-modifying `WITH` runs to completion whether or not it is read).
+fn insert_and_advance(
+    conn: &mut diesel::pg::PgConnection,
+    org_id: &str,
+    rows: &[Row],
+    head_hash: &str,
+) -> QueryResult<()> {
+    use diesel::sql_types::{Array, BigInt, Nullable, Text};
+    let texts = |f: fn(&Row) -> &str| rows.iter().map(|r| f(r).to_owned()).collect::<Vec<_>>();
+    let optional =
+        |f: fn(&Row) -> &Option<String>| rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
+    let numbers = |f: fn(&Row) -> i64| rows.iter().map(f).collect::<Vec<_>>();
+    diesel::sql_query(
+        "WITH inserted AS (INSERT INTO audit_records (id, org_id, seq, occurred_at, actor_type, \
+           actor_id, action, target_type, target_id, outcome, details, request_id, prev_hash, hash) \
+           SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], \
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], \
+             $13::text[], $14::text[])) \
+         UPDATE audit_heads SET hash = $15 WHERE org_id = $16",
+    )
+    .bind::<Array<Text>, _>(texts(|r| &r.id))
+    .bind::<Array<Text>, _>(texts(|r| &r.org_id))
+    .bind::<Array<BigInt>, _>(numbers(|r| r.seq))
+    .bind::<Array<BigInt>, _>(numbers(|r| r.occurred_at))
+    .bind::<Array<Text>, _>(texts(|r| &r.actor_type))
+    .bind::<Array<Nullable<Text>>, _>(optional(|r| &r.actor_id))
+    .bind::<Array<Text>, _>(texts(|r| &r.action))
+    .bind::<Array<Nullable<Text>>, _>(optional(|r| &r.target_type))
+    .bind::<Array<Nullable<Text>>, _>(optional(|r| &r.target_id))
+    .bind::<Array<Text>, _>(texts(|r| &r.outcome))
+    .bind::<Array<Text>, _>(texts(|r| &r.details))
+    .bind::<Array<Nullable<Text>>, _>(optional(|r| &r.request_id))
+    .bind::<Array<Text>, _>(texts(|r| &r.prev_hash))
+    .bind::<Array<Text>, _>(texts(|r| &r.hash))
+    .bind::<Text, _>(head_hash)
+    .bind::<Text, _>(org_id)
+    .execute(conn)?;
+    Ok(())
 }
 
 /// At most `limit` of the organization's records with seq greater than `after_seq`
