@@ -907,6 +907,37 @@ fn envelopes_file() -> Result<EnvelopesFile> {
         format!("[{good_json}]"),
         ProtocolErrorKind::MalformedEnvelope,
     )?;
+    // One spelling: serde's derive also reads a struct from the array of its members'
+    // values; the protocol defines only the object.
+    let sequence_form = format!(
+        r#"["{ty}","{}",[["{}","{}"]]]"#,
+        good.payload, good_sig.keyid, good_sig.sig
+    );
+    if serde_json::from_str::<Envelope>(&sequence_form).is_err() {
+        return Err("serde_json should read the sequence form of an envelope".into());
+    }
+    inv.parse(
+        "the envelope as the array of its members' values (serde's sequence form)",
+        sequence_form,
+        ProtocolErrorKind::MalformedEnvelope,
+    )?;
+    inv.parse(
+        "a signature object as the array of its members' values",
+        format!(
+            r#"{{"payloadType":"{ty}","payload":"{}","signatures":[["{}","{}"]]}}"#,
+            good.payload, good_sig.keyid, good_sig.sig
+        ),
+        ProtocolErrorKind::MalformedEnvelope,
+    )?;
+    inv.parse(
+        "keyid containing U+0000 (as the JSON escape \\u0000)",
+        with_signatures(
+            ty,
+            &good.payload,
+            vec![(format!("{}\0", good_sig.keyid), good_sig.sig.clone())],
+        ),
+        ProtocolErrorKind::MalformedEnvelope,
+    )?;
     // base64
     let padded_payload = {
         // Pad the payload to a length that base64 pads (not a multiple of 3).
@@ -1242,6 +1273,36 @@ fn envelopes_file() -> Result<EnvelopesFile> {
         "empty resource",
         edit("invalid: empty resource", &|p| {
             p.resource = Some(String::new())
+        }),
+        ProtocolErrorKind::InvalidPayload,
+    )?;
+    let base_payload = action_payload("invalid: payload");
+    let sequence_payload = serde_json::to_vec(&(
+        &base_payload.agent_id,
+        &base_payload.action,
+        &base_payload.resource,
+        &base_payload.args_digest,
+        base_payload.iat,
+        &base_payload.nonce,
+        &base_payload.aud,
+    ))?;
+    if serde_json::from_slice::<ActionPayload>(&sequence_payload).is_err() {
+        return Err("serde_json should read the sequence form of a payload".into());
+    }
+    payload_case(
+        "payload as the array of its members' values (serde's sequence form), signed",
+        sequence_payload,
+        ProtocolErrorKind::InvalidPayload,
+    )?;
+    payload_case(
+        "agent_id containing U+0000 (as the JSON escape \\u0000)",
+        edit("invalid: nul agent id", &|p| p.agent_id.push('\0')),
+        ProtocolErrorKind::InvalidPayload,
+    )?;
+    payload_case(
+        "resource containing U+0000 (as the JSON escape \\u0000)",
+        edit("invalid: nul resource", &|p| {
+            p.resource = Some("bob@example.com\0".to_owned())
         }),
         ProtocolErrorKind::InvalidPayload,
     )?;

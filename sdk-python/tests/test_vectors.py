@@ -89,7 +89,7 @@ def test_valid_envelopes_verify_and_are_signed_byte_for_byte() -> None:
 def test_invalid_envelopes_are_refused_at_their_stage_with_their_code() -> None:
     vectors = load("envelopes.json")
     invalid = vectors["invalid"]
-    assert len(invalid) == 57
+    assert len(invalid) == 63
     agent_key = vectors["valid"][0]["signers"][0]["public_key"]
     for v in invalid:
         with pytest.raises(agentid.ProtocolViolation) as raised:

@@ -141,11 +141,11 @@ pub fn normalize_email(email: &str) -> Result<String, ApiError> {
             !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
         })
         && !email.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(email)
-    } else {
-        Err(ApiError::invalid("`email` must be an email address."))
+    if !valid {
+        return Err(ApiError::invalid("`email` must be an email address."));
     }
+    crate::names::check_email("`email`", &email)?;
+    Ok(email)
 }
 
 /// Creates an organization, its audit chain and its first owner.
@@ -162,6 +162,7 @@ pub fn create_org_with_owner(
             "the organization name must be 1 to 100 characters",
         ));
     }
+    crate::names::check_name("the organization name", org_name)?;
     let org_id = uuid::Uuid::new_v4().to_string();
     diesel::insert_into(organizations::table)
         .values((

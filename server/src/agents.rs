@@ -228,6 +228,7 @@ fn validate_name(name: &str) -> Result<String, ApiError> {
             "`name` must be 1 to 100 characters without control characters.",
         ));
     }
+    crate::names::check_name("`name`", name)?;
     Ok(name.to_owned())
 }
 

@@ -18,6 +18,7 @@ pub mod decisions;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod names;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;

@@ -199,7 +199,6 @@ impl Application {
                 .app_data(app_state.clone())
                 .app_data(settings.clone())
                 .app_data(route_table.clone())
-                .app_data(http::json_config(config.body_limit))
                 .app_data(http::query_config())
                 .app_data(http::path_config())
                 .app_data(web::PayloadConfig::new(config.body_limit))

@@ -3,7 +3,8 @@
 //! Every request passes through [`envelope`], which
 //! - takes a well-formed `X-Request-ID` or makes one, echoes it, and opens the
 //!   request's tracing span with it, so every log line of the request carries it;
-//! - refuses a declared body over the limit before reading it;
+//! - refuses a declared body over the limit before reading it, and a path or query
+//!   string that percent-encodes a control character (PostgreSQL cannot store U+0000);
 //! - stops a request that runs past the timeout and catches a handler panic, both
 //!   answered in the error envelope without detail;
 //! - turns every error response, the framework's own included, into
@@ -93,6 +94,11 @@ pub async fn envelope(
             ErrorCode::PayloadTooLarge,
             request_id.clone(),
         ))
+    } else if encodes_control(req.path()) || encodes_control(req.query_string()) {
+        Err(FinalError {
+            message: CONTROL_IN_ADDRESS.to_owned(),
+            ..FinalError::new(ErrorCode::InvalidRequest, request_id.clone())
+        })
     } else {
         let inner = AssertUnwindSafe(next.call(req)).catch_unwind();
         match tokio::time::timeout(settings.request_timeout, inner)
@@ -175,6 +181,39 @@ pub async fn envelope(
         elapsed.as_secs_f64(),
     );
     result
+}
+
+const CONTROL_IN_ADDRESS: &str = "The address contains a percent-encoded control character \
+     (such as %00), which no path or query value accepts.";
+
+/// Whether `raw`, a path or query string as sent, percent-encodes a control character
+/// (general category Cc: U+0000 to U+001F, U+007F, and U+0080 to U+009F as `%C2%80` to
+/// `%C2%9F`). The HTTP parser already refuses them unencoded. No id, name or filter
+/// contains one, and PostgreSQL cannot store U+0000: they are refused before routing,
+/// on both backends alike. One pass over the bytes, nothing allocated.
+fn encodes_control(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16);
+    bytes.iter().enumerate().any(|(i, &b)| {
+        if b != b'%' {
+            return false;
+        }
+        match (
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (Some(0 | 1), Some(_)) | (Some(7), Some(0xf)) => true,
+            (Some(0xc), Some(2)) => matches!(
+                (
+                    bytes.get(i + 3),
+                    bytes.get(i + 4).copied().and_then(hex),
+                    bytes.get(i + 5).copied().and_then(hex),
+                ),
+                (Some(b'%'), Some(8 | 9), Some(_))
+            ),
+            _ => false,
+        }
+    })
 }
 
 /// Adds the request id and security headers; replaces any error body with the envelope.
@@ -356,6 +395,37 @@ mod tests {
     }
 
     #[test]
+    fn percent_encoded_control_characters_are_found() {
+        for raw in [
+            "/api/v1/agents/%00/challenge",
+            "name=%00",
+            "after=a%1fb",
+            "x=%7F",
+            "x=%7f",
+            "/a%0A",
+            "q=%C2%85",
+            "q=%c2%9F",
+        ] {
+            assert!(encodes_control(raw), "{raw}");
+        }
+        for raw in [
+            "",
+            "/api/v1/actions/verify",
+            "name=mail%20assistant",
+            "x=%25",
+            "x=%2000",
+            "q=%C2%A0",
+            "q=%C3%A9",
+            "x=%",
+            "x=%0",
+            "x=%C2",
+            "x=%C2%8",
+        ] {
+            assert!(!encodes_control(raw), "{raw}");
+        }
+    }
+
+    #[test]
     fn unusual_request_ids_are_replaced() {
         assert!(incoming_request_id(&with_id("a b")).is_none());
         assert!(incoming_request_id(&with_id(&"x".repeat(129))).is_none());
@@ -389,7 +459,7 @@ mod server_tests {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(settings.clone())
-                .app_data(crate::http::json_config(1024))
+                .app_data(web::PayloadConfig::new(1024))
                 .route(
                     "/panic",
                     web::get().to(|| async { panic!("boom with a secret detail") as HttpResponse }),
@@ -403,8 +473,9 @@ mod server_tests {
                 )
                 .route(
                     "/echo",
-                    web::post()
-                        .to(|_: web::Json<Echo>| async { HttpResponse::NoContent().finish() }),
+                    web::post().to(|_: crate::http::json::JsonBody<Echo>| async {
+                        HttpResponse::NoContent().finish()
+                    }),
                 )
                 .wrap(actix_web::middleware::from_fn(envelope))
         })

@@ -3,53 +3,18 @@
 
 pub mod client;
 pub mod healthcheck;
+pub mod json;
 pub mod middleware;
 pub mod ratelimit;
 pub mod tls;
 
 use actix_web::dev::ResourceDef;
-use actix_web::error::{JsonPayloadError, PathError, QueryPayloadError};
+use actix_web::error::{PathError, QueryPayloadError};
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 
 use crate::error::{default_message, ApiError, ErrorCode};
-
-/// JSON extractor settings: the body limit, and errors in the common envelope.
-pub fn json_config(body_limit: usize) -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(body_limit)
-        .error_handler(|error, _req| json_error(error).into())
-}
-
-/// Maps a JSON extractor failure to a stable code with a message the caller can act on.
-pub fn json_error(error: JsonPayloadError) -> ApiError {
-    match error {
-        JsonPayloadError::ContentType => ApiError::new(
-            ErrorCode::UnsupportedMediaType,
-            default_message(ErrorCode::UnsupportedMediaType),
-        ),
-        JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-            ApiError::new(
-                ErrorCode::PayloadTooLarge,
-                default_message(ErrorCode::PayloadTooLarge),
-            )
-        }
-        JsonPayloadError::Deserialize(e) if e.is_data() => ApiError::new(
-            ErrorCode::InvalidRequest,
-            format!("The request body does not have the expected shape: {e}"),
-        ),
-        JsonPayloadError::Deserialize(e) => ApiError::new(
-            ErrorCode::InvalidJson,
-            format!("The request body is not valid JSON: {e}"),
-        ),
-        other => ApiError::new(
-            ErrorCode::InvalidJson,
-            default_message(ErrorCode::InvalidJson),
-        )
-        .with_cause(other.to_string()),
-    }
-}
 
 /// Query-string extractor settings with errors in the common envelope.
 pub fn query_config() -> web::QueryConfig {

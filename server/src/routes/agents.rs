@@ -22,6 +22,7 @@ use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
 use crate::challenges::Refused;
 use crate::error::{ApiError, ErrorCode};
+use crate::http::json::{JsonBody, NoBody, OptionalJsonBody};
 use crate::http::middleware::RequestId;
 use crate::http::ratelimit::{limit_agent_budget, limit_agent_request};
 use crate::ratelimit::Class;
@@ -31,7 +32,9 @@ use crate::startup::AppState;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentRequest {
-    /// Unique within the organization.
+    /// Unique within the organization; 1 to 100 characters that cannot hide or
+    /// impersonate: no control, invisible or bidirectional-control characters, NFKC
+    /// form, one script (docs/names.md).
     #[schema(example = "mail-assistant")]
     pub name: String,
     pub description: Option<String>,
@@ -170,7 +173,7 @@ pub(crate) fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
 pub async fn create_agent(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateAgentRequest>,
+    body: JsonBody<CreateAgentRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     let CreateAgentRequest {
@@ -296,7 +299,7 @@ pub async fn update_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: web::Json<UpdateAgentRequest>,
+    body: JsonBody<UpdateAgentRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     let agent_id = agent_id.into_inner();
@@ -330,10 +333,10 @@ async fn change_status(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: String,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
     transition: Transition,
 ) -> Result<web::Json<Agent>, ApiError> {
-    let reason = body.and_then(|b| b.into_inner().reason);
+    let reason = body.or_default().reason;
     let now = crate::clock::now_ms();
     let agent = state
         .writer
@@ -369,7 +372,7 @@ pub async fn suspend_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     change_status(
@@ -399,7 +402,7 @@ pub async fn reactivate_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     change_status(
@@ -430,7 +433,7 @@ pub async fn revoke_agent(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: Option<web::Json<TransitionRequest>>,
+    body: OptionalJsonBody<TransitionRequest>,
 ) -> Result<web::Json<Agent>, ApiError> {
     principal.require(Permission::AgentsWrite)?;
     change_status(
@@ -484,6 +487,7 @@ pub async fn create_agent_challenge(
     req: HttpRequest,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let agent_id = agent_id.into_inner();
     limit_agent_request(&req, &state, Class::AgentAuth, None).await?;

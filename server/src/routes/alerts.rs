@@ -1,7 +1,6 @@
 //! The organization's security alerts: list and read them, acknowledge and resolve them.
 
-use actix_web::{get, mime, post, web, HttpMessage, HttpRequest};
-use serde::de::DeserializeOwned;
+use actix_web::{get, post, web};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -9,6 +8,7 @@ use crate::alerts::{self, Alert, AlertCursor, AlertFilter, AlertKind, AlertStatu
 use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
 use crate::error::ApiError;
+use crate::http::json::OptionalJsonBody;
 use crate::routes::audit::{agent_id_param, time_window};
 use crate::startup::AppState;
 
@@ -50,29 +50,6 @@ pub struct AcknowledgeAlertRequest {}
 pub struct ResolveAlertRequest {
     /// What was done, for the record; at most 1000 characters.
     pub note: Option<String>,
-}
-
-/// A body that may be absent: empty (or only whitespace) means `T::default()`;
-/// anything else must be JSON of `T`, sent as `application/json`.
-fn optional_body<T: DeserializeOwned + Default>(
-    req: &HttpRequest,
-    body: &[u8],
-) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    let is_json = req
-        .mime_type()
-        .ok()
-        .flatten()
-        .is_some_and(|m| m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON));
-    if !is_json {
-        return Err(crate::http::json_error(
-            actix_web::error::JsonPayloadError::ContentType,
-        ));
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| crate::http::json_error(actix_web::error::JsonPayloadError::Deserialize(e)))
 }
 
 /// The alert id from the path; anything but a UUID names no alert.
@@ -206,12 +183,11 @@ pub async fn acknowledge_alert(
     principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalJsonBody<AcknowledgeAlertRequest>,
 ) -> Result<web::Json<Alert>, ApiError> {
     principal.require(Permission::AlertsManage)?;
     let id = alert_id(path)?;
-    let AcknowledgeAlertRequest {} = optional_body(&req, &body)?;
+    let AcknowledgeAlertRequest {} = body.or_default();
     let now = crate::clock::now_ms();
     let alert = state
         .writer
@@ -249,13 +225,12 @@ pub async fn resolve_alert(
     principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    req: HttpRequest,
-    body: web::Bytes,
+    body: OptionalJsonBody<ResolveAlertRequest>,
 ) -> Result<web::Json<Alert>, ApiError> {
     principal.require(Permission::AlertsManage)?;
     let id = alert_id(path)?;
     // The note's length is checked by `alerts::resolve`, before anything changes.
-    let ResolveAlertRequest { note } = optional_body(&req, &body)?;
+    let ResolveAlertRequest { note } = body.or_default();
     let now = crate::clock::now_ms();
     let alert = state
         .writer

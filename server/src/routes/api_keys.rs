@@ -10,6 +10,7 @@ use crate::auth::permissions::{Permission, PermissionSet};
 use crate::auth::principal::Principal;
 use crate::auth::tokens::{new_opaque, API_KEY_PREFIX};
 use crate::error::{ApiError, ErrorCode};
+use crate::http::json::{JsonBody, NoBody};
 use crate::startup::AppState;
 
 /// Characters of the key kept (and shown) to recognise it.
@@ -19,6 +20,7 @@ const SHOWN_PREFIX_LEN: usize = 16;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKeyRequest {
+    /// 1 to 100 characters that cannot hide or impersonate (docs/names.md).
     #[schema(example = "ci deploy")]
     pub name: String,
     /// A non-empty subset of the creator's permissions.
@@ -58,7 +60,7 @@ impl std::fmt::Debug for CreatedApiKey {
 pub async fn create_api_key(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateApiKeyRequest>,
+    body: JsonBody<CreateApiKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::KeysManage)?;
     let CreateApiKeyRequest {
@@ -70,6 +72,7 @@ pub async fn create_api_key(
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::invalid("`name` must be 1 to 100 characters."));
     }
+    crate::names::check_name("`name`", &name)?;
     let permissions: PermissionSet = permissions.into_iter().collect();
     if permissions.to_vec().is_empty() {
         return Err(ApiError::invalid(
@@ -162,6 +165,7 @@ pub async fn delete_api_key(
     principal: Principal,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::KeysManage)?;
     let id = id.into_inner();

@@ -20,6 +20,7 @@ use crate::auth::principal::{unauthorized, Actor, Principal};
 use crate::auth::tokens::{hash_opaque, new_opaque, REFRESH_PREFIX};
 use crate::error::{ApiError, ErrorCode};
 use crate::http::client::ClientAddr;
+use crate::http::json::{JsonBody, NoBody};
 use crate::http::middleware::RequestId;
 use crate::startup::AppState;
 
@@ -156,7 +157,7 @@ fn issue_pair(
 pub async fn login(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<LoginRequest>,
+    body: JsonBody<LoginRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     let LoginRequest {
         email,
@@ -276,7 +277,7 @@ pub async fn login(
 pub async fn refresh(
     req: HttpRequest,
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: JsonBody<RefreshRequest>,
 ) -> Result<web::Json<TokenPair>, ApiError> {
     let hash = hash_opaque(body.refresh_token.expose_secret());
     let now = crate::clock::now_ms();
@@ -367,6 +368,7 @@ fn session_of(principal: &Principal) -> Result<(&str, &str), ApiError> {
 pub async fn logout(
     principal: Principal,
     state: web::Data<AppState>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, session_id) = session_of(&principal)?;
     let (user_id, session_id) = (user_id.to_owned(), session_id.to_owned());
@@ -433,6 +435,7 @@ pub async fn delete_session(
     principal: Principal,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    _body: NoBody,
 ) -> Result<HttpResponse, ApiError> {
     let (user_id, _) = session_of(&principal)?;
     let user_id = user_id.to_owned();
@@ -481,7 +484,7 @@ pub async fn delete_session(
 pub async fn change_password(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<ChangePasswordRequest>,
+    body: JsonBody<ChangePasswordRequest>,
 ) -> Result<web::Json<PasswordChanged>, ApiError> {
     let (user_id, session_id) = session_of(&principal)?;
     let (user_id, session_id) = (user_id.to_owned(), session_id.to_owned());

@@ -15,6 +15,7 @@ use crate::capabilities::{
     Grant, MinTrust, NewCapability, NewGrant, RiskLevel,
 };
 use crate::error::ApiError;
+use crate::http::json::{JsonBody, NoBody};
 use crate::startup::AppState;
 
 /// A capability to add to the catalogue.
@@ -117,7 +118,7 @@ pub async fn list_capabilities(
 pub async fn create_capability(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateCapabilityRequest>,
+    body: JsonBody<CreateCapabilityRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let CreateCapabilityRequest {
@@ -194,7 +195,7 @@ pub async fn update_capability(
     principal: Principal,
     state: web::Data<AppState>,
     name: web::Path<String>,
-    body: web::Json<UpdateCapabilityRequest>,
+    body: JsonBody<UpdateCapabilityRequest>,
 ) -> Result<web::Json<Capability>, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let name = name.into_inner();
@@ -251,7 +252,7 @@ pub async fn grant_capability(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: web::Json<GrantCapabilityRequest>,
+    body: JsonBody<GrantCapabilityRequest>,
 ) -> Result<HttpResponse, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let agent_id = agent_id.into_inner();
@@ -339,6 +340,7 @@ pub async fn revoke_agent_grant(
     principal: Principal,
     state: web::Data<AppState>,
     path: web::Path<(String, String)>,
+    _body: NoBody,
 ) -> Result<web::Json<Grant>, ApiError> {
     principal.require(Permission::CapabilitiesGrant)?;
     let (agent_id, grant_id) = path.into_inner();
@@ -406,7 +408,7 @@ pub async fn get_enforcement_mode(
 pub async fn replace_enforcement_mode(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<EnforcementSetting>,
+    body: JsonBody<EnforcementSetting>,
 ) -> Result<web::Json<EnforcementSetting>, ApiError> {
     principal.require(Permission::OrgManage)?;
     let mode = body.into_inner().mode;

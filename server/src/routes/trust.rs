@@ -8,6 +8,7 @@ use utoipa::ToSchema;
 use crate::auth::permissions::Permission;
 use crate::auth::principal::Principal;
 use crate::error::ApiError;
+use crate::http::json::JsonBody;
 use crate::routes::agents::parse_limit;
 use crate::startup::AppState;
 use crate::trust::TrustReport;
@@ -104,7 +105,7 @@ pub async fn create_agent_attestation(
     principal: Principal,
     state: web::Data<AppState>,
     agent_id: web::Path<String>,
-    body: web::Json<AttestationRequest>,
+    body: JsonBody<AttestationRequest>,
 ) -> Result<web::Json<TrustReport>, ApiError> {
     principal.require(Permission::TrustAttest)?;
     let agent_id = agent_id.into_inner();
@@ -162,7 +163,7 @@ pub async fn get_trust_policy(
 pub async fn replace_trust_policy(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<TrustPolicyRequest>,
+    body: JsonBody<TrustPolicyRequest>,
 ) -> Result<web::Json<TrustPolicy>, ApiError> {
     principal.require(Permission::OrgManage)?;
     let policy = body.into_inner().into_policy()?;

@@ -10,12 +10,15 @@ use crate::auth::password;
 use crate::auth::permissions::{Permission, Role};
 use crate::auth::principal::{Actor, Principal};
 use crate::error::{ApiError, ErrorCode};
+use crate::http::json::JsonBody;
 use crate::startup::AppState;
 
 /// A new user.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
+    /// Unique across the service; stored lowercased. No control, invisible or
+    /// bidirectional-control characters, NFKC form, one script per part (docs/names.md).
     pub email: String,
     #[schema(value_type = String, format = Password)]
     pub password: SecretString,
@@ -126,7 +129,7 @@ pub async fn get_user(
 pub async fn create_user(
     principal: Principal,
     state: web::Data<AppState>,
-    body: web::Json<CreateUserRequest>,
+    body: JsonBody<CreateUserRequest>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     principal.require(Permission::UsersManage)?;
     let CreateUserRequest {
@@ -177,7 +180,7 @@ pub async fn update_user(
     principal: Principal,
     state: web::Data<AppState>,
     id: web::Path<String>,
-    body: web::Json<UpdateUserRequest>,
+    body: JsonBody<UpdateUserRequest>,
 ) -> Result<web::Json<User>, ApiError> {
     principal.require(Permission::UsersManage)?;
     let id = id.into_inner();

@@ -19,6 +19,7 @@ mod docs_ui;
 mod durability;
 mod errors;
 mod foundation;
+mod hostile;
 mod jwks;
 mod loadtests;
 mod openapi;
