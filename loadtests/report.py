@@ -126,7 +126,8 @@ def main():
       "server CPU µs/req | k6 CPU (cores) | load avg | thresholds |")
     p("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     summary = {}
-    order = ["actions-steady", "actions-ramp", "pinned-ramp", "registration", "reads",
+    order = ["actions-steady", "actions-ramp", "pinned-ramp", "registration",
+             "registration-loaded", "reads",
              "login-storm", "soak"]
 
     def rank(path):
@@ -187,8 +188,13 @@ def main():
                     summary[f"{backend}-{'pinned-' if 'pinned' in label else ''}ramp"] = best
         elif kind == "registration":
             n = metric(data, "http_req_duration{endpoint:register}", "count", 0)
+            bg = ""
+            if info.get("background"):
+                w = load(os.path.join(R, f"{label}.bg.json")) or {}
+                bg = (f", **while {info['background']}** (achieved {rate(w.get('rate'))}/s, "
+                      f"p99 {ms(w.get('p99_ms'))}, {w.get('errors', '?')} errors)")
             p(f"| {backend} | registration burst: {n:.0f} agents, ramp to {info['rate']}/s, "
-              f"held {info['hold_secs']} s (3 API requests each) | {info['rate']} | | "
+              f"held {info['hold_secs']} s (3 API requests each){bg} | {info['rate']} | | "
               f"| | | | {metric(data, 'http_req_failed{kind:api}', 'passes', 0):.0f} | "
               f"{' | '.join(common)} | {verdict} |")
             for ep in ("register", "challenge", "verify"):

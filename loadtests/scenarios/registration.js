@@ -87,6 +87,9 @@ export default function () {
 }
 
 export function handleSummary(data) {
-  data.agentid = { scenario: 'registration', rate: RATE, rise_secs: RISE, hold_secs: HOLD };
+  data.agentid = {
+    scenario: 'registration', rate: RATE, rise_secs: RISE, hold_secs: HOLD,
+    background: __ENV.REG_BACKGROUND || '',
+  };
   return summary(data);
 }

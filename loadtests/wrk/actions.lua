@@ -13,6 +13,9 @@
 --   WRK_THREADS wrk's -t (each thread takes every WRK_THREADS-th line)
 --   SKIP       lines to skip first (envelopes an earlier run spent; default 0)
 --   WRK_OUT    where done() writes the run's numbers as JSON (optional)
+--   WRK_DELAY_MS  pause before each request of a connection (default 0: none); with c
+--              connections the rate stays below c * 1000 / WRK_DELAY_MS per second, a
+--              paced background load rather than a saturating one
 -- Each thread sends the lines i with i % threads == thread id, each at most once:
 -- a thread that runs out stops its connections (an envelope sent twice would be a
 -- replay and come back denied). Every answer must be 200 with "allowed":true; any
@@ -20,6 +23,13 @@
 
 local threads = {}
 local counter = 0
+
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+if pause > 0 then
+  function delay()
+    return pause
+  end
+end
 
 function setup(thread)
   thread:set("tid", counter)

@@ -293,7 +293,7 @@ pub fn register(
         .execute(conn)
         .map_err(|e| db_error(e, "An agent with this name"))?;
     insert_key(conn, org_id, &id, &key_id, &public_key, ctx.now)?;
-    crate::trust_store::start(conn, org_id, &id, &key_id, ctx.now)?;
+    let trust = crate::trust_store::start(conn, org_id, &id, &key_id, ctx.now)?;
     ctx.record(
         conn,
         org_id,
@@ -308,7 +308,29 @@ pub fn register(
             "requested_capabilities": agent.requested_capabilities,
         }),
     )?;
-    get(conn, org_id, &id)
+    // What was just written; not read back (a round trip inside the writer's batch).
+    Ok(Agent {
+        id,
+        org_id: org_id.to_owned(),
+        name: agent.name.clone(),
+        description: agent.description.clone(),
+        owner_id: owner_id.to_owned(),
+        status: AgentStatus::Pending,
+        status_reason: None,
+        did,
+        key_id,
+        public_key,
+        requested_capabilities: agent.requested_capabilities.clone(),
+        metadata: agent.metadata.clone(),
+        trust_score: trust.score,
+        actions_allowed: 0,
+        actions_denied: 0,
+        created_by: ctx.actor_id.unwrap_or(owner_id).to_owned(),
+        created_at: crate::clock::rfc3339(ctx.now),
+        updated_at: crate::clock::rfc3339(ctx.now),
+        activated_at: None,
+        last_seen_at: None,
+    })
 }
 
 fn insert_key(
@@ -830,7 +852,15 @@ pub fn record_proof(
     events.push(ctx.event("agent.proof_verified", target, Outcome::Success, details));
     crate::audit::append_batch(conn, &agent.org_id, &events, ctx.now)
         .map_err(ApiError::internal)?;
-    get(conn, &agent.org_id, &agent.id)
+    // The agent as read before, active now; not read back (a round trip inside the
+    // writer's batch).
+    let mut agent = agent.clone();
+    if activated {
+        agent.status = AgentStatus::Active;
+        agent.activated_at = Some(crate::clock::rfc3339(ctx.now));
+        agent.updated_at = crate::clock::rfc3339(ctx.now);
+    }
+    Ok(agent)
 }
 
 /// Replaces the agent's current key with `new_key`: the old key is retired at once

@@ -401,6 +401,7 @@ pub fn commit(
     request_id: Option<&str>,
 ) -> Result<HashMap<String, Committed>, ApiError> {
     let mut out = HashMap::with_capacity(changes.len());
+    let mut rows = Vec::with_capacity(changes.len());
     for change in changes {
         let agent = change.agent;
         let Some(input) = inputs.get(agent.id) else {
@@ -424,23 +425,16 @@ pub fn commit(
         } else {
             change.recorded
         };
-        let stats = agent_stats::table.find(agent.id);
-        let trust_columns = (
-            agent_stats::actions_allowed.eq(agent_stats::actions_allowed + change.allowed),
-            agent_stats::actions_denied.eq(agent_stats::actions_denied + change.denied),
-            agent_stats::trust_score.eq(score.score),
-            agent_stats::trust_confidence.eq(score.confidence),
-            agent_stats::trust_state.eq(state_json),
-            agent_stats::trust_recorded_score.eq(recorded_score),
-        );
-        if change.seen {
-            diesel::update(stats)
-                .set((trust_columns, agent_stats::last_seen_at.eq(now)))
-                .execute(conn)
-        } else {
-            diesel::update(stats).set(trust_columns).execute(conn)
-        }
-        .map_err(ApiError::internal)?;
+        rows.push(StatsUpdate {
+            agent_id: agent.id.to_owned(),
+            allowed: change.allowed,
+            denied: change.denied,
+            score: score.score,
+            confidence: score.confidence,
+            state: state_json,
+            recorded: recorded_score,
+            seen_at: change.seen.then_some(now),
+        });
 
         let mut details = change.details;
         if let Some(threshold) = alert {
@@ -506,7 +500,99 @@ pub fn commit(
             },
         );
     }
+    update_stats(conn, rows)?;
     Ok(out)
+}
+
+/// One agent's new trust columns and counter increments.
+#[derive(Debug)]
+struct StatsUpdate {
+    agent_id: String,
+    allowed: i64,
+    denied: i64,
+    score: f64,
+    confidence: f64,
+    state: String,
+    recorded: Option<f64>,
+    /// `last_seen_at` to set, if the agent was seen.
+    seen_at: Option<i64>,
+}
+
+/// Stores `rows` (one per agent) in `agent_stats`. On PostgreSQL one statement for
+/// all of them (the decision writer updates every agent of its batch, and each
+/// statement is a round trip inside its transaction); on SQLite, in process, one
+/// statement each.
+fn update_stats(conn: &mut DbConn, rows: Vec<StatsUpdate>) -> Result<(), ApiError> {
+    use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
+    if rows.is_empty() {
+        return Ok(());
+    }
+    if let DbConn::Postgres(pg) = conn {
+        debug_assert!(
+            rows.iter()
+                .map(|r| &r.agent_id)
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == rows.len(),
+            "one row per agent"
+        );
+        let mut ids = Vec::with_capacity(rows.len());
+        let (mut allowed, mut denied) = (Vec::new(), Vec::new());
+        let (mut scores, mut confidences, mut states) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut recorded, mut seen) = (Vec::new(), Vec::new());
+        for r in rows {
+            ids.push(r.agent_id);
+            allowed.push(r.allowed);
+            denied.push(r.denied);
+            scores.push(r.score);
+            confidences.push(r.confidence);
+            states.push(r.state);
+            recorded.push(r.recorded);
+            seen.push(r.seen_at);
+        }
+        diesel::sql_query(
+            "UPDATE agent_stats AS s SET \
+               actions_allowed = s.actions_allowed + v.allowed, \
+               actions_denied = s.actions_denied + v.denied, \
+               trust_score = v.score, trust_confidence = v.confidence, \
+               trust_state = v.state, trust_recorded_score = v.recorded, \
+               last_seen_at = COALESCE(v.seen_at, s.last_seen_at) \
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], \
+                         $6::text[], $7::float8[], $8::bigint[]) \
+               AS v(agent_id, allowed, denied, score, confidence, state, recorded, seen_at) \
+             WHERE s.agent_id = v.agent_id",
+        )
+        .bind::<Array<Text>, _>(ids)
+        .bind::<Array<BigInt>, _>(allowed)
+        .bind::<Array<BigInt>, _>(denied)
+        .bind::<Array<Double>, _>(scores)
+        .bind::<Array<Double>, _>(confidences)
+        .bind::<Array<Text>, _>(states)
+        .bind::<Array<Nullable<Double>>, _>(recorded)
+        .bind::<Array<Nullable<BigInt>>, _>(seen)
+        .execute(pg)
+        .map_err(ApiError::internal)?;
+        return Ok(());
+    }
+    for r in rows {
+        let stats = agent_stats::table.find(&r.agent_id);
+        let trust_columns = (
+            agent_stats::actions_allowed.eq(agent_stats::actions_allowed + r.allowed),
+            agent_stats::actions_denied.eq(agent_stats::actions_denied + r.denied),
+            agent_stats::trust_score.eq(r.score),
+            agent_stats::trust_confidence.eq(r.confidence),
+            agent_stats::trust_state.eq(r.state),
+            agent_stats::trust_recorded_score.eq(r.recorded),
+        );
+        match r.seen_at {
+            Some(now) => diesel::update(stats)
+                .set((trust_columns, agent_stats::last_seen_at.eq(now)))
+                .execute(conn),
+            None => diesel::update(stats).set(trust_columns).execute(conn),
+        }
+        .map_err(ApiError::internal)?;
+    }
+    Ok(())
 }
 
 /// Suspends an active agent whose score fell below the suspension threshold:
