@@ -108,6 +108,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
                 continue;
             };
             optional_means_absent_not_null(operation);
+            no_control_characters_in_the_address(operation);
             document_errors(path, takes_body, operation);
         }
     }
@@ -138,6 +139,22 @@ fn optional_means_absent_not_null(operation: &mut Operation) {
         }
     }
 }
+
+/// No path or query value may contain a control character (the envelope middleware
+/// refuses one percent-encoded with 400 `invalid_request`): string parameters say so.
+fn no_control_characters_in_the_address(operation: &mut Operation) {
+    use utoipa::openapi::schema::{Schema, SchemaType, Type};
+    for parameter in operation.parameters.iter_mut().flatten() {
+        if let Some(RefOr::T(Schema::Object(object))) = parameter.schema.as_mut() {
+            if object.schema_type == SchemaType::Type(Type::String) && object.pattern.is_none() {
+                object.pattern = Some(NO_CONTROL_CHARACTERS.to_owned());
+            }
+        }
+    }
+}
+
+/// A string of no C0 or C1 control character, nor DEL.
+pub const NO_CONTROL_CHARACTERS: &str = r"^[^\u0000-\u001F\u007F-\u009F]*$";
 
 /// `T | null` becomes `T`.
 fn drop_null(schema: &mut RefOr<utoipa::openapi::schema::Schema>) {

@@ -39,6 +39,7 @@ pub struct CreateAgentRequest {
     pub name: String,
     pub description: Option<String>,
     /// The agent's Ed25519 public key: 32 bytes, base64url without padding.
+    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     pub public_key: String,
     /// Capability names the agent asks for; an administrator grants them.
     #[serde(default)]

@@ -24,6 +24,7 @@ pub struct CreateApiKeyRequest {
     #[schema(example = "ci deploy")]
     pub name: String,
     /// A non-empty subset of the creator's permissions.
+    #[schema(min_items = 1)]
     pub permissions: Vec<Permission>,
     /// Optional expiry, RFC 3339, in the future.
     pub expires_at: Option<String>,

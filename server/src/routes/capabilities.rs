@@ -24,7 +24,10 @@ use crate::startup::AppState;
 pub struct CreateCapabilityRequest {
     /// `namespace:action`: two parts of 1 to 64 characters from `a-z 0-9 _ . -`,
     /// each starting with a letter or digit.
-    #[schema(example = "email:send")]
+    #[schema(
+        example = "email:send",
+        pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}:[a-z0-9][a-z0-9_.-]{0,63}$"
+    )]
     pub name: String,
     /// At most 500 characters.
     #[serde(default)]
@@ -37,8 +40,10 @@ pub struct CreateCapabilityRequest {
 }
 
 /// Changes to a capability; absent fields stay as they are. The name cannot change.
+/// At least one field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateCapabilityRequest {
     pub description: Option<String>,
     pub risk_level: Option<RiskLevel>,

@@ -314,7 +314,10 @@ async fn out_of_range_and_wrongly_typed_parameters_answer_a_documented_400(backe
     ];
     for (template, path) in &pages {
         let responses = &doc["paths"][*template]["get"]["responses"];
-        assert!(responses["400"].is_object(), "{template}: 400 is not listed");
+        assert!(
+            responses["400"].is_object(),
+            "{template}: 400 is not listed"
+        );
         let ok = app
             .with(Method::GET, &format!("{path}?limit=500"), &key)
             .send()
@@ -336,7 +339,10 @@ async fn out_of_range_and_wrongly_typed_parameters_answer_a_documented_400(backe
                 .await
                 .unwrap();
             let body = assert_error(response, 400).await;
-            assert_eq!(body["error"]["code"], "invalid_request", "{path}?limit={limit}");
+            assert_eq!(
+                body["error"]["code"], "invalid_request",
+                "{path}?limit={limit}"
+            );
         }
     }
 }

@@ -253,3 +253,29 @@ fn optional_bodies_and_parameters_are_absent_never_null() {
         "suspend, reactivate, revoke, acknowledge, resolve"
     );
 }
+
+/// Every string path or query parameter says it takes no control character, which
+/// the server refuses in any path or query value (400 `invalid_request`).
+#[test]
+fn string_parameters_exclude_control_characters() {
+    let doc: serde_json::Value =
+        serde_json::from_str(&agentid_server::openapi::document_json()).unwrap();
+    let mut strings = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for parameter in op["parameters"].as_array().into_iter().flatten() {
+                if parameter["schema"]["type"] != "string" {
+                    continue;
+                }
+                strings += 1;
+                assert_eq!(
+                    parameter["schema"]["pattern"],
+                    agentid_server::openapi::NO_CONTROL_CHARACTERS,
+                    "{method} {path}: parameter {}",
+                    parameter["name"]
+                );
+            }
+        }
+    }
+    assert!(strings > 30, "{strings}");
+}
