@@ -7,8 +7,8 @@
 //! CI repeats the same requests; `AGENTID_FUZZ_SEED` picks another seed and
 //! `AGENTID_FUZZ_EXAMPLES` more examples, to explore further by hand.
 //!
-//! The data the fuzzer cannot invent (ids of an agent, a grant, an alert, a user and
-//! an API key; the owner's login) is created first and offered to it as dictionaries,
+//! The data the fuzzer cannot invent (ids of agents, a grant, an alert, users and
+//! spare API keys; the owner's login) is created first and offered to it as dictionaries,
 //! half of the time, so the operations are exercised past `404` and `400` too.
 //! schemathesis is installed into `target/test-venv` by `scripts/test`, at the version
 //! pinned in `scripts/test-tools.txt`; the test fails, never skips, without it
@@ -91,7 +91,7 @@ struct Seeds {
 }
 
 /// An organization with an active agent holding a grant, a pending agent, an alert
-/// (a denied action), a second user and a spare API key; returns the fuzzer's key.
+/// (a denied action), a second user and spare API keys; returns the fuzzer's key.
 async fn seed(app: &TestApp) -> (String, Seeds) {
     let owner = owner_token(app, "Fuzz").await;
     let email = "owner@fuzz.example".to_owned();
