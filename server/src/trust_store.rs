@@ -954,6 +954,7 @@ pub struct HistoryQuery {
     /// The `cursor` of the last point of the previous page.
     pub before: Option<String>,
     /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 

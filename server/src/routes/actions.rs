@@ -46,13 +46,10 @@ struct AgentKeyView {
     tag = "actions",
     request_body(content = Envelope, description = "An action envelope signed by the agent's current key"),
     responses(
-        (status = 200, body = Decision),
-        (status = 400, description = "invalid_envelope", body = agentid_protocol::ErrorBody),
-        (status = 404, description = "unknown agent", body = agentid_protocol::ErrorBody),
-        (status = 413, description = "payload_too_large: the body is over the body limit", body = agentid_protocol::ErrorBody),
-        (status = 415, description = "unsupported_media_type: the body is not sent as `application/json`", body = agentid_protocol::ErrorBody),
-        (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody),
-        (status = 503, description = "database_unavailable: the decision log is saturated or unreachable", body = agentid_protocol::ErrorBody)
+        (status = 200, description = "The decision, allowed or denied, with its signed receipt", body = Decision),
+        (status = 404, description = "`not_found`: no agent has the statement's `agent_id`", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody),
+        (status = 503, description = "`database_unavailable`: the decision log is saturated or unreachable", body = agentid_protocol::ErrorBody)
     )
 )]
 #[post("/api/v1/actions/verify")]

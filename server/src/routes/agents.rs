@@ -39,6 +39,7 @@ pub struct CreateAgentRequest {
     pub name: String,
     pub description: Option<String>,
     /// The agent's Ed25519 public key: 32 bytes, base64url without padding.
+    #[schema(pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$")]
     pub public_key: String,
     /// Capability names the agent asks for; an administrator grants them.
     #[serde(default)]
@@ -77,6 +78,7 @@ pub struct AgentQuery {
     /// The last `id` of the previous page.
     pub after: Option<String>,
     /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -161,11 +163,10 @@ pub(crate) fn parse_limit(limit: Option<i64>) -> Result<i64, ApiError> {
     tag = "agents",
     request_body = CreateAgentRequest,
     responses(
-        (status = 201, body = Agent),
-        (status = 200, description = "already registered under this name with this key", body = Agent),
-        (status = 400, description = "invalid_request or weak_public_key", body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 409, description = "name or public key already registered", body = agentid_protocol::ErrorBody)
+        (status = 201, description = "Registered, `pending` until it proves possession of its key", body = Agent),
+        (status = 200, description = "Already registered under this name with this key", body = Agent),
+        (status = 400, description = "`weak_public_key`: `public_key` breaks a key rule of docs/protocol.md; the message says which", body = agentid_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the name is registered with another key, or the key by another agent", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -223,7 +224,7 @@ pub async fn create_agent(
     operation_id = "list_agents",
     tag = "agents",
     params(AgentQuery),
-    responses((status = 200, body = AgentPage), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = AgentPage)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/agents")]
@@ -265,7 +266,7 @@ pub async fn list_agents(
     operation_id = "get_agent",
     tag = "agents",
     params(("agent_id" = String, Path)),
-    responses((status = 200, body = Agent), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Agent)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/agents/{agent_id}")]
@@ -291,7 +292,7 @@ pub async fn get_agent(
     tag = "agents",
     params(("agent_id" = String, Path)),
     request_body = UpdateAgentRequest,
-    responses((status = 200, body = Agent), (status = 400, body = agentid_protocol::ErrorBody), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Agent)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[patch("/api/v1/agents/{agent_id}")]
@@ -364,7 +365,7 @@ async fn change_status(
     tag = "agents",
     params(("agent_id" = String, Path)),
     request_body(content = Option<TransitionRequest>),
-    responses((status = 200, body = Agent), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state", body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Agent), (status = 409, description = "`invalid_state`: not allowed from the agent's status (revocation is final).\n\n`conflict`: the agent changed concurrently; read it again and retry.", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[post("/api/v1/agents/{agent_id}/suspend")]
@@ -394,7 +395,7 @@ pub async fn suspend_agent(
     tag = "agents",
     params(("agent_id" = String, Path)),
     request_body(content = Option<TransitionRequest>),
-    responses((status = 200, body = Agent), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state", body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Agent), (status = 409, description = "`invalid_state`: not allowed from the agent's status (revocation is final).\n\n`conflict`: the agent changed concurrently; read it again and retry.", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[post("/api/v1/agents/{agent_id}/reactivate")]
@@ -425,7 +426,7 @@ pub async fn reactivate_agent(
     tag = "agents",
     params(("agent_id" = String, Path)),
     request_body(content = Option<TransitionRequest>),
-    responses((status = 200, body = Agent), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state", body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Agent), (status = 409, description = "`invalid_state`: not allowed from the agent's status (revocation is final).\n\n`conflict`: the agent changed concurrently; read it again and retry.", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[post("/api/v1/agents/{agent_id}/revoke")]
@@ -453,7 +454,7 @@ pub async fn revoke_agent(
     operation_id = "list_agent_keys",
     tag = "agents",
     params(("agent_id" = String, Path)),
-    responses((status = 200, body = [AgentKey]), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = [AgentKey])),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/agents/{agent_id}/keys")]
@@ -480,7 +481,11 @@ pub async fn list_agent_keys(
     operation_id = "create_agent_challenge",
     tag = "agents",
     params(("agent_id" = String, Path)),
-    responses((status = 201, body = Challenge), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody), (status = 429, description = "rate_limited: the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody))
+    responses(
+        (status = 201, body = Challenge),
+        (status = 409, description = "`invalid_state`: the agent is suspended or revoked", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: the client address or the agent is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody)
+    )
 )]
 #[post("/api/v1/agents/{agent_id}/challenge")]
 pub async fn create_agent_challenge(
@@ -513,11 +518,9 @@ pub async fn create_agent_challenge(
     request_body(content = Envelope, description = "A challenge-response envelope"),
     responses(
         (status = 200, body = AgentVerified),
-        (status = 400, description = "invalid_envelope", body = agentid_protocol::ErrorBody),
-        (status = 401, description = "invalid_proof", body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody),
-        (status = 409, description = "invalid_state: suspended or revoked", body = agentid_protocol::ErrorBody),
-        (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody)
+        (status = 401, description = "`invalid_proof`: the challenge was not issued for this agent, has expired or was already used, the statement's `iat` is outside the freshness window, or its signature does not verify with the agent's key; request a new challenge", body = agentid_protocol::ErrorBody),
+        (status = 409, description = "`invalid_state`: the agent is suspended or revoked.\n\n`conflict`: the agent changed concurrently; retry", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: the client address or the agent is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody)
     )
 )]
 #[post("/api/v1/agents/{agent_id}/verify")]
@@ -649,11 +652,10 @@ pub async fn verify_agent_challenge(
     request_body(content = Envelope, description = "A key-rotation envelope with two signatures"),
     responses(
         (status = 200, body = Agent),
-        (status = 400, description = "invalid_envelope or weak_public_key", body = agentid_protocol::ErrorBody),
-        (status = 401, description = "invalid_proof", body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody),
-        (status = 409, description = "invalid_state (agent not active) or conflict (key already used)", body = agentid_protocol::ErrorBody),
-        (status = 429, description = "rate_limited: the agent or the client address is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody)
+        (status = 400, description = "`weak_public_key`: `new_public_key` breaks a key rule of docs/protocol.md; the message says which", body = agentid_protocol::ErrorBody),
+        (status = 401, description = "`invalid_proof`: the statement names another agent or audience, is not fresh, its nonce was used, `old_key_id` is not the current key, or a signature does not verify", body = agentid_protocol::ErrorBody),
+        (status = 409, description = "`invalid_state`: the agent is not active, or its key changed concurrently.\n\n`conflict`: the new key is already used", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: the client address or the agent is over its limit (docs/rate-limits.md)", body = agentid_protocol::ErrorBody)
     )
 )]
 #[post("/api/v1/agents/{agent_id}/keys/rotate")]

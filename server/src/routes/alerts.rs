@@ -19,15 +19,19 @@ pub struct AlertsQuery {
     pub status: Option<AlertStatus>,
     pub kind: Option<AlertKind>,
     /// Only alerts about this agent (a UUID).
+    #[param(format = "uuid")]
     pub agent_id: Option<String>,
     pub severity: Option<Severity>,
     /// Only alerts last seen at or after this time (RFC 3339, inclusive).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only alerts last seen before this time (RFC 3339, exclusive).
+    #[param(format = DateTime)]
     pub until: Option<String>,
     /// The `next_after` of the previous page.
     pub after: Option<String>,
     /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -69,10 +73,7 @@ fn alert_id(path: web::Path<String>) -> Result<String, ApiError> {
     tag = "alerts",
     params(AlertsQuery),
     responses(
-        (status = 200, body = AlertPage),
-        (status = 400, body = agentid_protocol::ErrorBody),
-        (status = 401, body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody)
+        (status = 200, body = AlertPage)
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -132,10 +133,7 @@ pub async fn list_alerts(
     tag = "alerts",
     params(("alert_id" = String, Path, description = "The alert's id (UUID).")),
     responses(
-        (status = 200, body = Alert),
-        (status = 401, body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody)
+        (status = 200, body = Alert)
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -170,10 +168,6 @@ pub async fn get_alert(
     request_body(content = Option<AcknowledgeAlertRequest>, description = "Optional; empty or `{}`."),
     responses(
         (status = 200, body = Alert),
-        (status = 400, body = agentid_protocol::ErrorBody),
-        (status = 401, body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody),
         (status = 409, description = "`invalid_state`: the alert is resolved", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -212,10 +206,6 @@ pub async fn acknowledge_alert(
     request_body(content = Option<ResolveAlertRequest>, description = "Optional; empty, `{}` or `{\"note\": \"...\"}`."),
     responses(
         (status = 200, body = Alert),
-        (status = 400, body = agentid_protocol::ErrorBody),
-        (status = 401, body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody),
         (status = 409, description = "`invalid_state`: the alert is already resolved", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []), ("api_key" = []))

@@ -24,6 +24,7 @@ pub struct CreateApiKeyRequest {
     #[schema(example = "ci deploy")]
     pub name: String,
     /// A non-empty subset of the creator's permissions.
+    #[schema(min_items = 1)]
     pub permissions: Vec<Permission>,
     /// Optional expiry, RFC 3339, in the future.
     pub expires_at: Option<String>,
@@ -53,7 +54,7 @@ impl std::fmt::Debug for CreatedApiKey {
     operation_id = "create_api_key",
     tag = "api-keys",
     request_body = CreateApiKeyRequest,
-    responses((status = 201, body = CreatedApiKey), (status = 400, body = agentid_protocol::ErrorBody), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 201, description = "Created; `key` is shown this once", body = CreatedApiKey), (status = 403, description = "`forbidden`: the caller lacks `keys:manage`, or a permission the key would have", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[post("/api/v1/api-keys")]
@@ -129,7 +130,7 @@ pub async fn create_api_key(
 #[utoipa::path(
     operation_id = "list_api_keys",
     tag = "api-keys",
-    responses((status = 200, body = [ApiKey]), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = [ApiKey])),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/api-keys")]
@@ -157,7 +158,7 @@ pub async fn list_api_keys(
     operation_id = "delete_api_key",
     tag = "api-keys",
     params(("id" = String, Path)),
-    responses((status = 204, description = "Revoked"), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 204, description = "Revoked")),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[delete("/api/v1/api-keys/{id}")]

@@ -18,9 +18,11 @@ pub struct AuditQuery {
     /// Return records after this sequence number (the last `seq` of the previous page).
     pub after: Option<i64>,
     /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// Only records an agent did (`actor_type` `agent`, `actor_id` this id) or that
     /// were done to it (`target_type` `agent`, `target_id` this id). A UUID.
+    #[param(format = "uuid")]
     pub agent_id: Option<String>,
     /// An exact action (`auth.login.failed`), or every action under a prefix when it
     /// ends with `.*` (`agent.*`).
@@ -28,8 +30,10 @@ pub struct AuditQuery {
     /// `success`, `failure` or `denied`.
     pub outcome: Option<Outcome>,
     /// Only records that occurred at or after this time (RFC 3339, inclusive).
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// Only records that occurred before this time (RFC 3339, exclusive).
+    #[param(format = DateTime)]
     pub until: Option<String>,
 }
 
@@ -78,7 +82,7 @@ pub(crate) fn agent_id_param(agent_id: Option<String>) -> Result<Option<String>,
     operation_id = "list_audit_records",
     tag = "audit",
     params(AuditQuery),
-    responses((status = 200, body = AuditPage), (status = 400, body = agentid_protocol::ErrorBody), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = AuditPage)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/audit")]
@@ -140,7 +144,7 @@ pub async fn list_audit_records(
 #[utoipa::path(
     operation_id = "verify_audit_chain",
     tag = "audit",
-    responses((status = 200, body = ChainReport), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = ChainReport)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/audit/verify")]

@@ -149,8 +149,8 @@ fn issue_pair(
     request_body = LoginRequest,
     responses(
         (status = 200, description = "Logged in", body = TokenPair),
-        (status = 401, description = "Wrong email or password (`invalid_credentials`)", body = agentid_protocol::ErrorBody),
-        (status = 429, description = "Too many failed attempts (`rate_limited`)", body = agentid_protocol::ErrorBody)
+        (status = 401, description = "`invalid_credentials`: the email and password do not match an active account", body = agentid_protocol::ErrorBody),
+        (status = 429, description = "`rate_limited`: too many failed attempts for this account or address, or over the `auth` rate limit (docs/rate-limits.md); see `Retry-After`", body = agentid_protocol::ErrorBody)
     )
 )]
 #[post("/api/v1/auth/login")]
@@ -270,7 +270,7 @@ pub async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "Rotated", body = TokenPair),
-        (status = 401, description = "Unknown, spent, revoked or expired (`unauthorized`)", body = agentid_protocol::ErrorBody)
+        (status = 401, description = "`unauthorized`: the refresh token is unknown, spent, revoked or expired", body = agentid_protocol::ErrorBody)
     )
 )]
 #[post("/api/v1/auth/refresh")]
@@ -361,7 +361,7 @@ fn session_of(principal: &Principal) -> Result<(&str, &str), ApiError> {
 #[utoipa::path(
     operation_id = "delete_session_current",
     tag = "auth",
-    responses((status = 204, description = "Logged out"), (status = 401, body = agentid_protocol::ErrorBody)),
+    responses((status = 204, description = "Logged out"), (status = 403, description = "`forbidden`: an API key has no session to end", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []))
 )]
 #[post("/api/v1/auth/logout")]
@@ -402,7 +402,7 @@ pub async fn logout(
 #[utoipa::path(
     operation_id = "list_sessions",
     tag = "auth",
-    responses((status = 200, body = [accounts::Session]), (status = 401, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = [accounts::Session]), (status = 403, description = "`forbidden`: an API key has no sessions", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []))
 )]
 #[get("/api/v1/auth/sessions")]
@@ -427,7 +427,7 @@ pub async fn list_sessions(
     operation_id = "delete_session",
     tag = "auth",
     params(("id" = String, Path, description = "Session id")),
-    responses((status = 204, description = "Revoked"), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 204, description = "Revoked"), (status = 403, description = "`forbidden`: an API key has no sessions", body = agentid_protocol::ErrorBody), (status = 404, description = "`not_found`: the caller has no live session with this id", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []))
 )]
 #[delete("/api/v1/auth/sessions/{id}")]
@@ -475,8 +475,9 @@ pub async fn delete_session(
     request_body = ChangePasswordRequest,
     responses(
         (status = 200, body = PasswordChanged),
-        (status = 400, description = "`weak_password`", body = agentid_protocol::ErrorBody),
-        (status = 401, description = "`invalid_credentials`: the current password is wrong", body = agentid_protocol::ErrorBody)
+        (status = 400, description = "`weak_password`: the new password breaks the policy; the message says which rule", body = agentid_protocol::ErrorBody),
+        (status = 401, description = "`invalid_credentials`: the current password is wrong", body = agentid_protocol::ErrorBody),
+        (status = 403, description = "`forbidden`: an API key has no password to change", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []))
 )]
@@ -544,7 +545,7 @@ pub async fn change_password(
 #[utoipa::path(
     operation_id = "get_me",
     tag = "auth",
-    responses((status = 200, body = Me), (status = 401, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Me)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/me")]

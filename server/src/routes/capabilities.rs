@@ -24,7 +24,10 @@ use crate::startup::AppState;
 pub struct CreateCapabilityRequest {
     /// `namespace:action`: two parts of 1 to 64 characters from `a-z 0-9 _ . -`,
     /// each starting with a letter or digit.
-    #[schema(example = "email:send")]
+    #[schema(
+        example = "email:send",
+        pattern = r"^[a-z0-9][a-z0-9_.-]{0,63}:[a-z0-9][a-z0-9_.-]{0,63}$"
+    )]
     pub name: String,
     /// At most 500 characters.
     #[serde(default)]
@@ -37,8 +40,10 @@ pub struct CreateCapabilityRequest {
 }
 
 /// Changes to a capability; absent fields stay as they are. The name cannot change.
+/// At least one field.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UpdateCapabilityRequest {
     pub description: Option<String>,
     pub risk_level: Option<RiskLevel>,
@@ -82,7 +87,7 @@ fn uuid_path(id: &str) -> Result<(), ApiError> {
 #[utoipa::path(
     operation_id = "list_capabilities",
     tag = "capabilities",
-    responses((status = 200, body = [Capability]), (status = 401, body = agentid_protocol::ErrorBody), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = [Capability])),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/capabilities")]
@@ -108,8 +113,6 @@ pub async fn list_capabilities(
     request_body = CreateCapabilityRequest,
     responses(
         (status = 201, body = Capability),
-        (status = 400, body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
         (status = 409, description = "`conflict`: the name is taken", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -152,7 +155,7 @@ pub async fn create_capability(
     operation_id = "get_capability",
     tag = "capabilities",
     params(("name" = String, Path, example = "email:send")),
-    responses((status = 200, body = Capability), (status = 403, body = agentid_protocol::ErrorBody), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Capability)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/capabilities/{name}")]
@@ -183,10 +186,7 @@ pub async fn get_capability(
     params(("name" = String, Path, example = "email:send")),
     request_body = UpdateCapabilityRequest,
     responses(
-        (status = 200, body = Capability),
-        (status = 400, body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody)
+        (status = 200, body = Capability)
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -241,8 +241,6 @@ pub async fn update_capability(
     responses(
         (status = 201, body = Grant),
         (status = 400, description = "`invalid_request`: bad pattern or expiry, or the capability is not in the catalogue", body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody),
         (status = 409, description = "`invalid_state`: the agent is revoked", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -299,7 +297,7 @@ pub async fn grant_capability(
     operation_id = "list_agent_grants",
     tag = "capabilities",
     params(("agent_id" = String, Path)),
-    responses((status = 200, body = [Grant]), (status = 403, body = agentid_protocol::ErrorBody), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = [Grant])),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/agents/{agent_id}/grants")]
@@ -329,8 +327,6 @@ pub async fn list_agent_grants(
     params(("agent_id" = String, Path), ("grant_id" = String, Path)),
     responses(
         (status = 200, body = Grant),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 404, body = agentid_protocol::ErrorBody),
         (status = 409, description = "`invalid_state`: already revoked", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []), ("api_key" = []))
@@ -377,7 +373,7 @@ pub async fn revoke_agent_grant(
 #[utoipa::path(
     operation_id = "get_enforcement_mode",
     tag = "capabilities",
-    responses((status = 200, body = EnforcementSetting), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = EnforcementSetting)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/organization/enforcement")]
@@ -401,7 +397,7 @@ pub async fn get_enforcement_mode(
     operation_id = "replace_enforcement_mode",
     tag = "capabilities",
     request_body = EnforcementSetting,
-    responses((status = 200, body = EnforcementSetting), (status = 400, body = agentid_protocol::ErrorBody), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = EnforcementSetting)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[put("/api/v1/organization/enforcement")]

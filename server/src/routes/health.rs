@@ -70,7 +70,7 @@ pub async fn live() -> HttpResponse {
     tag = "health",
     responses(
         (status = 200, description = "Ready to serve", body = ReadyBody),
-        (status = 503, description = "Not ready: the database did not answer in time", body = agentid_protocol::ErrorBody)
+        (status = 503, description = "`not_ready`: the database did not answer within `AGENTID_READY_TIMEOUT_MS`", body = agentid_protocol::ErrorBody)
     )
 )]
 #[get("/health/ready")]

@@ -31,7 +31,7 @@ pub const JWKS_MAX_AGE_SECS: u32 = 300;
             body = agentid_protocol::tokens::Jwks,
             headers(("Cache-Control" = String, description = "`public, max-age=300`"))
         ),
-        (status = 500, description = "The keys could not be derived", body = agentid_protocol::ErrorBody)
+        (status = 500, description = "`internal_error`: the keys could not be derived", body = agentid_protocol::ErrorBody)
     )
 )]
 #[get("/.well-known/jwks.json")]

@@ -23,7 +23,7 @@ use crate::trust_store::{self, HistoryPage, HistoryQuery, TrustPolicy, TrustPoli
     operation_id = "get_agent_trust",
     tag = "trust",
     params(("agent_id" = String, Path)),
-    responses((status = 200, body = TrustReport), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = TrustReport)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/agents/{agent_id}/trust")]
@@ -53,7 +53,7 @@ pub async fn get_agent_trust(
     operation_id = "list_agent_trust_history",
     tag = "trust",
     params(("agent_id" = String, Path), HistoryQuery),
-    responses((status = 200, body = HistoryPage), (status = 400, body = agentid_protocol::ErrorBody), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = HistoryPage)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/agents/{agent_id}/trust/history")]
@@ -97,7 +97,7 @@ pub struct AttestationRequest {
     tag = "trust",
     params(("agent_id" = String, Path)),
     request_body = AttestationRequest,
-    responses((status = 200, body = TrustReport), (status = 400, body = agentid_protocol::ErrorBody), (status = 403, body = agentid_protocol::ErrorBody), (status = 404, body = agentid_protocol::ErrorBody), (status = 409, description = "the agent is revoked", body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = TrustReport), (status = 409, description = "`invalid_state`: the agent is revoked", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[post("/api/v1/agents/{agent_id}/trust/attestations")]
@@ -129,7 +129,7 @@ pub async fn create_agent_attestation(
 #[utoipa::path(
     operation_id = "get_trust_policy",
     tag = "trust",
-    responses((status = 200, body = TrustPolicy), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = TrustPolicy)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/organization/trust-policy")]
@@ -156,7 +156,7 @@ pub async fn get_trust_policy(
     operation_id = "replace_trust_policy",
     tag = "trust",
     request_body = TrustPolicyRequest,
-    responses((status = 200, body = TrustPolicy), (status = 400, body = agentid_protocol::ErrorBody), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = TrustPolicy)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[put("/api/v1/organization/trust-policy")]

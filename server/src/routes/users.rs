@@ -48,7 +48,7 @@ fn caller_role(principal: &Principal, conn: &mut crate::db::DbConn) -> Result<Ro
 #[utoipa::path(
     operation_id = "get_organization",
     tag = "users",
-    responses((status = 200, body = Organization), (status = 401, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = Organization)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/organization")]
@@ -69,7 +69,7 @@ pub async fn get_organization(
 #[utoipa::path(
     operation_id = "list_users",
     tag = "users",
-    responses((status = 200, body = [User]), (status = 401, body = agentid_protocol::ErrorBody), (status = 403, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = [User])),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/users")]
@@ -92,7 +92,7 @@ pub async fn list_users(
     operation_id = "get_user",
     tag = "users",
     params(("id" = String, Path)),
-    responses((status = 200, body = User), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = User)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[get("/api/v1/users/{id}")]
@@ -119,9 +119,9 @@ pub async fn get_user(
     request_body = CreateUserRequest,
     responses(
         (status = 201, body = User),
-        (status = 400, description = "`weak_password` or `invalid_request`", body = agentid_protocol::ErrorBody),
-        (status = 403, body = agentid_protocol::ErrorBody),
-        (status = 409, description = "The email is taken", body = agentid_protocol::ErrorBody)
+        (status = 400, description = "`weak_password`: the password breaks the policy; the message says which rule", body = agentid_protocol::ErrorBody),
+        (status = 403, description = "`forbidden`: the caller lacks `users:manage`, or its role cannot give that role", body = agentid_protocol::ErrorBody),
+        (status = 409, description = "`conflict`: the email is taken", body = agentid_protocol::ErrorBody)
     ),
     security(("bearer" = []), ("api_key" = []))
 )]
@@ -172,7 +172,7 @@ pub async fn create_user(
     tag = "users",
     params(("id" = String, Path)),
     request_body = UpdateUserRequest,
-    responses((status = 200, body = User), (status = 403, body = agentid_protocol::ErrorBody), (status = 404, body = agentid_protocol::ErrorBody)),
+    responses((status = 200, body = User), (status = 403, description = "`forbidden`: the caller lacks `users:manage`, the change is beyond its role, or it is the caller itself", body = agentid_protocol::ErrorBody)),
     security(("bearer" = []), ("api_key" = []))
 )]
 #[patch("/api/v1/users/{id}")]

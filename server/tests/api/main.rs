@@ -15,6 +15,7 @@ mod alerts;
 mod audit;
 mod capabilities;
 mod contention;
+mod contract;
 mod docs_ui;
 mod durability;
 mod errors;
