@@ -255,7 +255,7 @@ const MAX_REMEMBERED_TOUCHES: usize = 10_000;
 
 impl KeyTouches {
     /// True (and remembered) when `key_id`'s last use, as stored (`stored`) and as
-    /// written by this process, is at least [`LAST_USED_RESOLUTION_MS`] before `now`.
+    /// written by this process, is at least `LAST_USED_RESOLUTION_MS` before `now`.
     pub fn due(&self, key_id: &str, stored: Option<i64>, now: i64) -> bool {
         let mut written = self
             .written
