@@ -930,6 +930,7 @@ fn decide_in(
             allowed: delta.allowed,
             denied: delta.denied,
             seen: true,
+            new_row: false,
         });
     }
     trust_store::commit(conn, changes, &inputs, &policies, now, None)?;

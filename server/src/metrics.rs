@@ -74,7 +74,7 @@ impl Metrics {
         let decisions = Family::<DecisionLabels, Counter>::default();
         registry.register(
             "decision_batch_size",
-            "Decisions committed per transaction by the decision writer",
+            "Decisions and management changes committed per transaction by the writer",
             decision_batch.clone(),
         );
         registry.register(

@@ -376,6 +376,8 @@ pub struct Change<'a> {
     pub allowed: i64,
     pub denied: i64,
     pub seen: bool,
+    /// The agent has no `agent_stats` row yet (registration): insert it.
+    pub new_row: bool,
 }
 
 /// What a committed change did.
@@ -426,6 +428,7 @@ pub fn commit(
             change.recorded
         };
         rows.push(StatsUpdate {
+            new_row: change.new_row,
             agent_id: agent.id.to_owned(),
             allowed: change.allowed,
             denied: change.denied,
@@ -507,6 +510,8 @@ pub fn commit(
 /// One agent's new trust columns and counter increments.
 #[derive(Debug)]
 struct StatsUpdate {
+    /// No row yet: insert one (counters from zero).
+    new_row: bool,
     agent_id: String,
     allowed: i64,
     denied: i64,
@@ -524,6 +529,22 @@ struct StatsUpdate {
 /// statement each.
 fn update_stats(conn: &mut DbConn, rows: Vec<StatsUpdate>) -> Result<(), ApiError> {
     use diesel::sql_types::{Array, BigInt, Double, Nullable, Text};
+    let (new, rows): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.new_row);
+    for r in new {
+        diesel::insert_into(agent_stats::table)
+            .values((
+                agent_stats::agent_id.eq(&r.agent_id),
+                agent_stats::actions_allowed.eq(r.allowed),
+                agent_stats::actions_denied.eq(r.denied),
+                agent_stats::trust_score.eq(r.score),
+                agent_stats::trust_confidence.eq(r.confidence),
+                agent_stats::trust_state.eq(&r.state),
+                agent_stats::trust_recorded_score.eq(r.recorded),
+                agent_stats::last_seen_at.eq(r.seen_at),
+            ))
+            .execute(conn)
+            .map_err(ApiError::internal)?;
+    }
     if rows.is_empty() {
         return Ok(());
     }
@@ -755,6 +776,7 @@ pub fn refresh(
             allowed: 0,
             denied: 0,
             seen: false,
+            new_row: false,
         }],
         &inputs,
         &policies,
@@ -786,14 +808,6 @@ pub fn start(
         key_max_age_ms: policy.key_max_age_ms(),
     };
     let score = trust::score(&state, &input, &policy.weights);
-    diesel::insert_into(agent_stats::table)
-        .values((
-            agent_stats::agent_id.eq(agent_id),
-            agent_stats::trust_score.eq(score.score),
-            agent_stats::trust_confidence.eq(score.confidence),
-        ))
-        .execute(conn)
-        .map_err(ApiError::internal)?;
     let agent = AgentRef {
         id: agent_id,
         org_id,
@@ -814,6 +828,7 @@ pub fn start(
             allowed: 0,
             denied: 0,
             seen: false,
+            new_row: true,
         }],
         &HashMap::from([(agent_id.to_owned(), input)]),
         &HashMap::from([(org_id.to_owned(), policy)]),
