@@ -31,7 +31,7 @@
 //! fails as a whole, each of its changes and candidates is retried alone, so one bad
 //! record cannot fail its neighbours.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use agentid_protocol::{DecisionReason, Enforcement};
@@ -511,16 +511,16 @@ fn record_batch(
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // Every organization of the batch: their chain heads are locked first, in
         // sorted order, before anything is read (docs/hot-path.md, "Lock order").
+        // The changes' are copied: the changes are borrowed mutably below.
+        let change_orgs: Vec<String> = changes
+            .iter()
+            .filter_map(|c| c.org().map(str::to_owned))
+            .collect();
         let orgs: Vec<&str> = candidates
             .iter()
             .map(|c| c.org_id.as_str())
-            .chain(changes.iter().filter_map(|c| c.org()))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
+            .chain(change_orgs.iter().map(String::as_str))
             .collect();
-        // The changes borrow nothing of `orgs` beyond this call.
-        let orgs: Vec<String> = orgs.into_iter().map(str::to_owned).collect();
-        let orgs: Vec<&str> = orgs.iter().map(String::as_str).collect();
         db.write_now(&orgs, |conn| {
             for change in changes.iter_mut() {
                 apply_in_savepoint(conn, change.as_mut())?;
